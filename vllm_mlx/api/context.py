@@ -1,0 +1,83 @@
+"""What every route needs: the engine, the tokenizer and the frozen policy."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from vllm_mlx.api.errors import APIError, ErrorType, InvalidRequest, ModelNotFound
+from vllm_mlx.backend.tokenizer import Tokenizer
+from vllm_mlx.config import EngineConfig, PolicyConfig
+from vllm_mlx.engine.client import EngineClient
+
+DEFAULT_MODEL_ALIAS = "default"
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    engine: EngineClient
+    tokenizer: Tokenizer
+    model_id: str  # the loaded model's id, as /v1/models lists it
+    model_context_length: int  # positions the model supports
+    engine_config: EngineConfig
+    policy: PolicyConfig
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def context_length(self) -> int:
+        """The enforced window: the model's, or the operator's smaller override."""
+        override = self.engine_config.effective_context_tokens
+        return min(override, self.model_context_length) if override else self.model_context_length
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self.model_id, DEFAULT_MODEL_ALIAS]
+
+    def check_model(self, name: str) -> None:
+        if self.policy.strict_model_id and name not in self.model_names:
+            raise ModelNotFound(name, self.model_names)
+
+    def deadline(self) -> float:
+        return time.monotonic() + self.policy.timeout_s
+
+    def resolve_max_tokens(self, requested: int | None, prompt_tokens: int) -> int:
+        """An explicit max_tokens must fit the window; the default is clamped to it."""
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise InvalidRequest(
+                f"This model's maximum context length is {self.context_length} tokens, "
+                f"but the prompt has {prompt_tokens} tokens.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if requested is None:
+            return min(self.engine_config.default_max_tokens, room)
+        if requested > room:
+            raise InvalidRequest(
+                f"This model's maximum context length is {self.context_length} tokens. "
+                f"You requested {prompt_tokens + requested} tokens ({prompt_tokens} in the "
+                f"prompt, {requested} for the completion). Reduce the prompt or max_tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return requested
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def serving(request: Request) -> ServingContext:
+    """The app's serving context, or a 503 while the model loads."""
+    ctx: ServingContext | None = getattr(request.app.state, "serving", None)
+    if ctx is None:
+        raise APIError("the model is still loading", ErrorType.OVERLOADED)
+    return ctx
+
+
+def request_id_of(request: Request) -> str:
+    """The id the request-id middleware assigned (the caller's x-request-id if sent)."""
+    return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex

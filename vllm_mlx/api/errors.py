@@ -1,0 +1,161 @@
+"""Domain errors and their one mapping to protocol error bodies."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vllm_mlx.engine.types import EngineError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+
+class ErrorType(StrEnum):
+    """OpenAI error ``type`` values, each tied to one HTTP status."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    AUTHENTICATION = "authentication_error"
+    NOT_FOUND = "not_found_error"
+    TIMEOUT = "timeout_error"
+    RATE_LIMIT = "rate_limit_error"
+    OVERLOADED = "overloaded_error"
+    SERVER = "server_error"
+
+
+_STATUS = {
+    ErrorType.INVALID_REQUEST: 400,
+    ErrorType.AUTHENTICATION: 401,
+    ErrorType.NOT_FOUND: 404,
+    ErrorType.TIMEOUT: 408,
+    ErrorType.RATE_LIMIT: 429,
+    ErrorType.OVERLOADED: 503,
+    ErrorType.SERVER: 500,
+}
+
+# Anthropic names the same situations differently.
+_ANTHROPIC_TYPE = {
+    ErrorType.INVALID_REQUEST: "invalid_request_error",
+    ErrorType.AUTHENTICATION: "authentication_error",
+    ErrorType.NOT_FOUND: "not_found_error",
+    ErrorType.TIMEOUT: "timeout_error",
+    ErrorType.RATE_LIMIT: "rate_limit_error",
+    ErrorType.OVERLOADED: "overloaded_error",
+    ErrorType.SERVER: "api_error",
+}
+
+
+class APIError(Exception):
+    """Any error the API reports to a client."""
+
+    def __init__(
+        self,
+        message: str,
+        type: ErrorType = ErrorType.INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.status = status if status is not None else _STATUS[type]
+
+    def openai_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type.value,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def anthropic_body(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": _ANTHROPIC_TYPE[self.type], "message": self.message},
+        }
+
+
+class InvalidRequest(APIError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, ErrorType.INVALID_REQUEST, param, code)
+
+
+class ModelNotFound(APIError):
+    def __init__(self, model: str, available: list[str]) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. Available: {', '.join(available)}.",
+            ErrorType.NOT_FOUND,
+            "model",
+            "model_not_found",
+        )
+
+
+class RequestTimedOut(APIError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"Request timed out after {timeout_s:g} s (server --timeout).",
+            ErrorType.TIMEOUT,
+            code="request_timeout",
+        )
+
+
+def from_engine_error(error: EngineError) -> APIError:
+    kind = {
+        ErrorKind.INVALID_REQUEST: ErrorType.INVALID_REQUEST,
+        ErrorKind.OVERLOADED: ErrorType.OVERLOADED,
+        ErrorKind.INTERNAL: ErrorType.SERVER,
+    }[error.kind]
+    return APIError(error.message, kind)
+
+
+def _is_anthropic(request: Request) -> bool:
+    return request.url.path.startswith("/v1/messages")
+
+
+def error_response(request: Request, error: APIError) -> JSONResponse:
+    body = error.anthropic_body() if _is_anthropic(request) else error.openai_body()
+    return JSONResponse(body, status_code=error.status)
+
+
+def from_validation_error(errors: list[Any]) -> InvalidRequest:
+    """Pydantic's first complaint, worded for a client, naming the parameter."""
+    if not errors:
+        return InvalidRequest("invalid request")
+    first = errors[0]
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "json_invalid":
+        return InvalidRequest(f"Request body is not valid JSON: {msg}")
+    return InvalidRequest(f"{param}: {msg}" if param else msg, param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through one body shape per protocol."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, from_validation_error(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = ErrorType.NOT_FOUND if exc.status_code == 404 else ErrorType.INVALID_REQUEST
+        return error_response(request, APIError(str(exc.detail), kind, status=exc.status_code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, APIError("internal server error", ErrorType.SERVER))

@@ -1,0 +1,84 @@
+"""Protocol-neutral helpers: run n sequences, merge their events, collect results."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from vllm_mlx.api.errors import APIError, RequestTimedOut, from_engine_error
+from vllm_mlx.engine.client import EngineClient
+from vllm_mlx.engine.types import (
+    EngineError,
+    EngineEvent,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    TokenDelta,
+    TokenLogprob,
+)
+
+
+async def merged_events(
+    engine: EngineClient, requests: Sequence[GenerationRequest]
+) -> AsyncIterator[tuple[int, EngineEvent]]:
+    """Events of several sequences as (index, event), in arrival order."""
+    if len(requests) == 1:
+        async for event in engine.generate(requests[0]):
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, EngineEvent]] = asyncio.Queue()
+
+    async def pump(index: int, request: GenerationRequest) -> None:
+        async for event in engine.generate(request):
+            await queue.put((index, event))
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    remaining = len(requests)
+    try:
+        while remaining:
+            index, event = await queue.get()
+            remaining -= isinstance(event, Finished | EngineError)
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def raise_for_event(event: EngineEvent, timeout_s: float) -> None:
+    """Turn a failure event into the API error it stands for."""
+    if isinstance(event, EngineError):
+        raise from_engine_error(event)
+    if isinstance(event, Finished) and event.reason is FinishReason.TIMEOUT:
+        raise RequestTimedOut(timeout_s)
+
+
+@dataclass
+class ChoiceResult:
+    """Everything one sequence produced, for a non-streaming response."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finished: Finished | None = None
+
+
+async def collect(
+    engine: EngineClient, requests: Sequence[GenerationRequest], timeout_s: float
+) -> list[ChoiceResult]:
+    results = [ChoiceResult() for _ in requests]
+    parts: list[list[str]] = [[] for _ in requests]
+    async for index, event in merged_events(engine, requests):
+        raise_for_event(event, timeout_s)
+        if isinstance(event, TokenDelta):
+            parts[index].append(event.text)
+            results[index].token_ids.extend(event.token_ids)
+            results[index].logprobs.extend(event.logprobs)
+        elif isinstance(event, Finished):
+            results[index].finished = event
+    for result, chunks in zip(results, parts, strict=True):
+        result.text = "".join(chunks)
+        if result.finished is None:  # the engine always finishes; guard the invariant
+            raise APIError("generation ended without a final event")
+    return results

@@ -1,0 +1,168 @@
+"""OpenAI request bodies → internal generation requests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vllm_mlx.api.context import ServingContext
+from vllm_mlx.api.errors import InvalidRequest
+from vllm_mlx.api.openai.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    SamplingFields,
+    TextPart,
+)
+from vllm_mlx.backend.tokenizer import TemplateError
+from vllm_mlx.engine.types import GenerationRequest, SamplingParams
+
+
+def sampling_params(
+    body: SamplingFields,
+    ctx: ServingContext,
+    max_tokens: int,
+    seed_offset: int,
+    logprobs: int | None,
+) -> SamplingParams:
+    """Map OpenAI fields onto engine sampling params, with server defaults."""
+    defaults = ctx.engine_config
+    temperature = body.temperature
+    if temperature is None:
+        temperature = (
+            defaults.default_temperature if defaults.default_temperature is not None else 1.0
+        )
+    top_p = body.top_p
+    if top_p is None:
+        top_p = defaults.default_top_p if defaults.default_top_p is not None else 1.0
+    vocab = ctx.tokenizer.vocab_size
+    bias = []
+    for key, value in (body.logit_bias or {}).items():
+        token = int(key)
+        if not 0 <= token < vocab:
+            raise InvalidRequest(
+                f"logit_bias: token id {token} is outside the vocabulary", "logit_bias"
+            )
+        bias.append((token, value))
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=max(0, body.top_k or 0),
+        min_p=body.min_p or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=tuple(bias),
+        seed=None if body.seed is None else body.seed + seed_offset,
+        stop=body.stop_list,
+        ignore_eos=body.ignore_eos,
+        logprobs=logprobs is not None,
+        top_logprobs=logprobs or 0,
+    )
+
+
+def _message_text(message: ChatMessage) -> str | None:
+    if message.content is None or isinstance(message.content, str):
+        return message.content
+    texts = []
+    for part in message.content:
+        if not isinstance(part, TextPart):
+            raise InvalidRequest(
+                "This model does not accept image input; send text content only.",
+                param="messages",
+                code="unsupported_modality",
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as HF chat templates expect them."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+        item["content"] = _message_text(m) or ""
+        if m.tool_calls:
+            item["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
+        if m.tool_call_id:
+            item["tool_call_id"] = m.tool_call_id
+        if m.name:
+            item["name"] = m.name
+        out.append(item)
+    return out
+
+
+def _refuse_unsupported_chat(body: ChatCompletionRequest) -> None:
+    if body.response_format is not None and body.response_format.type != "text":
+        raise InvalidRequest(
+            f"response_format '{body.response_format.type}' is not supported yet",
+            param="response_format",
+        )
+    choice = body.tool_choice
+    if choice not in (None, "auto", "none"):
+        raise InvalidRequest(
+            "tool_choice 'required' or a named function is not supported yet", "tool_choice"
+        )
+
+
+def chat_prompt(body: ChatCompletionRequest, ctx: ServingContext) -> list[int]:
+    """Render and tokenize the conversation (CPU work: run it off the event loop)."""
+    _refuse_unsupported_chat(body)
+    tools = body.tools if body.tool_choice != "none" else None
+    try:
+        return ctx.tokenizer.encode_chat(
+            template_messages(body.messages), tools=tools, **(body.chat_template_kwargs or {})
+        )
+    except TemplateError as exc:
+        raise InvalidRequest(str(exc), param="messages") from exc
+
+
+def completion_prompts(body: CompletionRequest, ctx: ServingContext) -> list[list[int]]:
+    """One token list per prompt; token-id prompts pass through unchanged."""
+    if body.suffix:
+        raise InvalidRequest("suffix is not supported", param="suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise InvalidRequest("best_of is not supported; use n", param="best_of")
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        raw: list[str | list[int]] = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        raw = [prompt]  # type: ignore[list-item]
+    else:
+        raw = list(prompt)  # type: ignore[arg-type]
+    if not raw:
+        raise InvalidRequest("prompt must not be empty", param="prompt")
+    prompts = []
+    vocab = ctx.tokenizer.vocab_size
+    for item in raw:
+        ids = ctx.tokenizer.encode(item) if isinstance(item, str) else list(item)
+        if not ids:
+            raise InvalidRequest("prompt must not be empty", param="prompt")
+        if any(not 0 <= t < vocab for t in ids):
+            raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
+        prompts.append(ids)
+    return prompts
+
+
+def generation_requests(
+    request_id: str,
+    prompts: list[list[int]],
+    body: SamplingFields,
+    ctx: ServingContext,
+    requested_max: int | None,
+    logprobs: int | None,
+) -> list[GenerationRequest]:
+    """n sequences per prompt, each with its own sampler seed."""
+    out = []
+    deadline = ctx.deadline()
+    now = time.monotonic()
+    for p_index, prompt in enumerate(prompts):
+        max_tokens = ctx.resolve_max_tokens(requested_max, len(prompt))
+        for c in range(body.n):
+            index = p_index * body.n + c
+            params = sampling_params(body, ctx, max_tokens, index, logprobs)
+            out.append(
+                GenerationRequest(f"{request_id}-{index}", tuple(prompt), params, deadline, (), now)
+            )
+    return out

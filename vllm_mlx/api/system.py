@@ -1,0 +1,111 @@
+"""Protocol-neutral routes: health, models, capabilities and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from vllm_mlx.api.context import ServingContext, serving
+from vllm_mlx.api.openai import protocol
+
+router = APIRouter()
+
+REPETITION_MODES = ["safe", "strict"]
+DIAGNOSTIC_LEVELS = ["basic", "deep"]
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    ctx: ServingContext | None = getattr(request.app.state, "serving", None)
+    if ctx is None:
+        return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503)
+    return JSONResponse({"status": "healthy", "model_loaded": True, "model": ctx.model_id})
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    ctx = serving(request)
+    created = int(ctx.started_at)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm-mlx",
+                "max_model_len": ctx.context_length,
+            }
+            for name in ctx.model_names
+        ],
+    }
+
+
+def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, Any]:
+    policy, engine = ctx.policy, ctx.engine_config
+    override = "trusted-only"
+    if policy.api_key is None and policy.trust_requests_when_auth_disabled:
+        override = "allowed"
+    return {
+        "object": "capabilities",
+        "model": ctx.model_id,
+        "device": device,
+        "modalities": {"text": True, "image": False, "audio": False, "video": False},
+        "endpoints": [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/models",
+            "/v1/capabilities",
+            "/v1/status",
+            "/health",
+        ],
+        "features": {
+            "streaming": True,
+            "stream_usage": True,
+            "logprobs": True,
+            "seed": True,
+            "n": True,
+            "tool_calling": False,
+            "reasoning": False,
+            "structured_output": False,
+            "embeddings": False,
+            "request_diagnostics": False,
+            "strict_model_id": policy.strict_model_id,
+        },
+        "diagnostics": {"levels": DIAGNOSTIC_LEVELS, "default_level": "basic"},
+        "limits": {
+            "max_context_tokens": ctx.model_context_length,
+            "effective_context_tokens": ctx.context_length,
+            "default_max_tokens": engine.default_max_tokens,
+            "max_n": protocol.MAX_N,
+            "max_stop_sequences": protocol.MAX_STOP_SEQUENCES,
+            "max_top_logprobs": protocol.MAX_TOP_LOGPROBS,
+        },
+        "policies": {
+            "repetition": {
+                "default_mode": policy.repetition_policy,
+                "supported_modes": REPETITION_MODES,
+                "request_override": override,
+            }
+        },
+        "auth": {"enabled": policy.api_key is not None, "schemes": ["bearer", "x-api-key"]},
+        "rate_limit": {
+            "enabled": policy.rate_limit_per_min > 0,
+            "requests_per_minute": policy.rate_limit_per_min,
+        },
+        "defaults": {
+            "timeout_seconds": policy.timeout_s,
+            "max_tokens": engine.default_max_tokens,
+            "temperature": engine.default_temperature,
+            "top_p": engine.default_top_p,
+            "stream_interval": engine.stream_interval,
+        },
+    }
+
+
+@router.get("/v1/capabilities")
+async def capabilities(request: Request) -> dict[str, Any]:
+    ctx = serving(request)
+    return capabilities_body(ctx, request.app.state.device)

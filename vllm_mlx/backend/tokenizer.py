@@ -1,0 +1,68 @@
+"""A narrow tokenizer interface over the HF tokenizer that mlx-lm loads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class TemplateError(ValueError):
+    """The chat template rejected the conversation (e.g. roles out of order)."""
+
+
+class Tokenizer:
+    """Encode, decode and chat templating; safe to call from any thread (no MLX)."""
+
+    def __init__(self, wrapper: Any, eos_token_ids: frozenset[int]) -> None:
+        self._hf = getattr(wrapper, "_tokenizer", wrapper)
+        # The Rust tokenizer decodes several times faster than the Python wrapper.
+        self._fast = getattr(self._hf, "_tokenizer", None)
+        self.eos_token_ids = eos_token_ids
+        self.has_chat_template = bool(getattr(self._hf, "chat_template", None))
+        self.vocab_size = len(self._hf)  # ids at or above this cannot be decoded
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self._hf.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if self._fast is not None:
+            return str(self._fast.decode(list(ids), skip_special_tokens=True))
+        return str(self._hf.decode(list(ids), skip_special_tokens=True))
+
+    def token_text(self, token_id: int) -> str:
+        """One token as text, as OpenAI logprobs show it."""
+        return self.decode([token_id])
+
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        **template_kwargs: Any,
+    ) -> str:
+        """Render a conversation with the model's chat template."""
+        if not self.has_chat_template:
+            return _plain_transcript(messages, add_generation_prompt)
+        try:
+            text = self._hf.apply_chat_template(
+                messages,
+                tools=tools,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+                **template_kwargs,
+            )
+        except Exception as exc:  # jinja raises arbitrary errors for bad conversations
+            raise TemplateError(f"chat template failed: {exc}") from exc
+        return str(text)
+
+    def encode_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+        # The template already writes BOS where the model wants it.
+        return self.encode(self.render_chat(messages, **kwargs), add_special_tokens=False)
+
+
+def _plain_transcript(messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    """Fallback for base models without a chat template."""
+    lines = [f"{m['role']}: {m.get('content') or ''}" for m in messages]
+    if add_generation_prompt:
+        lines.append("assistant:")
+    return "\n".join(lines)

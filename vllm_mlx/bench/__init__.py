@@ -1,0 +1,194 @@
+"""`vllm-mlx bench`: a load generator for any OpenAI-compatible server.
+
+The CLI wires two functions: ``add_bench_arguments`` fills the subcommand's
+parser and ``run_bench`` turns the parsed namespace into a frozen
+``BenchConfig`` and runs it. Nothing past ``run_bench`` sees the namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+
+from vllm_mlx.bench.config import DEFAULT_BASE_URL, BenchConfig, parse_concurrency
+from vllm_mlx.config import DType
+
+__all__ = ["BenchConfig", "add_bench_arguments", "run_bench"]
+
+logger = logging.getLogger("vllm_mlx.bench")
+
+_DESCRIPTION = "Load generator for any OpenAI-compatible server (streaming chat)."
+
+_EPILOG = """\
+Each level keeps exactly N requests in flight until --num-prompts requests have
+completed, then reports aggregate output tok/s, request/s, TTFT/ITL percentiles,
+TPOT, per-request decode tok/s (= 1/TPOT), failures and the mean prompt length
+reported by the server. Requests stream with stream_options.include_usage and
+ignore_eos, so every request produces exactly --max-tokens tokens.
+
+Exit status: 0 when every request succeeded, 1 when any failed, 2 on bad options.
+
+examples:
+  vllm-mlx bench --concurrency 1,2,4,8 --json results.jsonl
+  vllm-mlx bench --baseline --max-tokens 128
+  vllm-mlx bench --compare-baseline --concurrency 1,4
+"""
+
+
+def _concurrency_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_concurrency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target server")
+    group.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help="OpenAI-compatible API root; requests go to {base-url}/chat/completions "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--model",
+        default="default",
+        help="value of the request's 'model' field (default: %(default)s)",
+    )
+    group.add_argument("--api-key", default=None, help="sent as 'Authorization: Bearer KEY'")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="wall-clock limit of one request in seconds; slower requests count as "
+        "failures (default: %(default)s)",
+    )
+
+
+def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("load")
+    group.add_argument(
+        "--concurrency",
+        type=_concurrency_arg,
+        default=(1, 2, 4, 8),
+        metavar="N[,N...]",
+        help="comma-separated sweep of in-flight request counts (default: 1,2,4,8)",
+    )
+    group.add_argument(
+        "--num-prompts",
+        type=int,
+        default=None,
+        help="measured requests per level (default: max(4, 2 x level))",
+    )
+    group.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=128,
+        help="approximate prompt length in tokens, built from seeded random words; "
+        "the table reports the server's real count (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-tokens",
+        type=int,
+        default=64,
+        help="output tokens per request, fixed via ignore_eos (default: %(default)s)",
+    )
+    group.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)"
+    )
+    group.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="unmeasured requests sent before the sweep, with their own prompts (default: 0)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic prompts; change it to avoid the server's prefix cache "
+        "between runs (default: %(default)s)",
+    )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--json",
+        dest="json_path",
+        default=None,
+        metavar="PATH",
+        help="append one JSON object per level to PATH; '-' writes them to stdout and "
+        "moves the table to stderr",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="hide the per-level progress bars on stderr",
+    )
+
+
+def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mlx-lm baseline")
+    group.add_argument(
+        "--baseline",
+        action="store_true",
+        help="no server: run the same prompts through mlx-lm in-process at concurrency 1 "
+        "(label 'mlx-lm direct')",
+    )
+    group.add_argument(
+        "--compare-baseline",
+        action="store_true",
+        help="run the baseline, then the server sweep, and print "
+        "'server/baseline decode tok/s at concurrency 1' (level 1 is added if missing)",
+    )
+    group.add_argument(
+        "--baseline-model",
+        default=None,
+        metavar="MODEL",
+        help="model for the baseline, resolved like 'vllm-mlx serve MODEL' "
+        "(default: the embedded default model); use the model the server runs",
+    )
+    group.add_argument(
+        "--dtype",
+        type=DType,
+        default=DType.AUTO,
+        metavar="{" + ",".join(d.value for d in DType) + "}",
+        help="weight dtype of the baseline model, as in 'serve --dtype' (default: auto)",
+    )
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every `vllm-mlx bench` option to ``parser``."""
+    parser.description = parser.description or _DESCRIPTION
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    _add_target_arguments(parser)
+    _add_load_arguments(parser)
+    _add_output_arguments(parser)
+    _add_baseline_arguments(parser)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run `vllm-mlx bench` with parsed arguments; returns the exit status."""
+    try:
+        cfg = BenchConfig(**{f.name: getattr(args, f.name) for f in fields(BenchConfig)})
+    except ValueError as exc:
+        print(f"vllm-mlx bench: error: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from vllm_mlx.bench.runner import execute
+
+    try:
+        return execute(cfg)
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        return 130
+    except Exception as exc:  # edge of the CLI: report, don't dump a traceback
+        logger.error("vllm-mlx bench failed: %s: %s", type(exc).__name__, exc)
+        logger.debug("traceback", exc_info=True)
+        return 1

@@ -1,0 +1,87 @@
+"""Frozen settings of one `vllm-mlx bench` invocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vllm_mlx.config import DType
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+SERVER_LABEL = "server"
+BASELINE_LABEL = "mlx-lm direct"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    base_url: str = DEFAULT_BASE_URL  # OpenAI-compatible root, e.g. http://host:8000/v1
+    model: str = "default"  # "model" field sent with every request
+    api_key: str | None = None  # sent as "Authorization: Bearer <key>" when set
+    timeout: float = 300.0  # wall-clock limit of one request, seconds
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)  # sweep levels, run in this order
+    num_prompts: int | None = None  # requests per level; None = max(4, 2 * level)
+    prompt_tokens: int = 128  # approximate prompt length (synthetic words)
+    max_tokens: int = 64  # output length, fixed via ignore_eos
+    temperature: float = 0.0  # sampling temperature sent to the server / baseline
+    warmup: int = 0  # unmeasured requests sent before the sweep
+    seed: int = 0  # seed of the synthetic prompts
+    json_path: str | None = None  # append one JSON object per level here; "-" = stdout
+    baseline: bool = False  # run mlx-lm in-process instead of contacting a server
+    compare_baseline: bool = False  # baseline first, then the server sweep, then a ratio
+    baseline_model: str | None = None  # model spec for the baseline; None = embedded default
+    dtype: DType = DType.AUTO  # weight dtype policy of the baseline model
+    progress: bool = True  # show a tqdm bar per level on stderr
+
+    def __post_init__(self) -> None:
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError("concurrency levels must be integers >= 1")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ValueError("--num-prompts must be >= 1")
+        if self.prompt_tokens < 1 or self.max_tokens < 1:
+            raise ValueError("--prompt-tokens and --max-tokens must be >= 1")
+        if self.warmup < 0:
+            raise ValueError("--warmup must be >= 0")
+        if self.timeout <= 0:
+            raise ValueError("--timeout must be > 0")
+        if self.temperature < 0:
+            raise ValueError("--temperature must be >= 0")
+
+    @property
+    def runs_server(self) -> bool:
+        """Whether this invocation sends requests to the server."""
+        return self.compare_baseline or not self.baseline
+
+    @property
+    def runs_baseline(self) -> bool:
+        """Whether this invocation runs mlx-lm in-process."""
+        return self.baseline or self.compare_baseline
+
+    @property
+    def sweep(self) -> tuple[int, ...]:
+        """Server concurrency levels; a comparison always needs level 1, so it is added."""
+        if self.compare_baseline and 1 not in self.concurrency:
+            return (1, *self.concurrency)
+        return self.concurrency
+
+    def prompts_for(self, level: int) -> int:
+        """Number of measured requests at one concurrency level."""
+        return self.num_prompts if self.num_prompts is not None else max(4, 2 * level)
+
+
+def parse_concurrency(text: str) -> tuple[int, ...]:
+    """Parse "1,2,4,8" into (1, 2, 4, 8), dropping duplicates but keeping order."""
+    levels: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            level = int(part)
+        except ValueError:
+            raise ValueError(f"not an integer concurrency level: {part!r}") from None
+        if level < 1:
+            raise ValueError(f"concurrency levels must be >= 1, got {level}")
+        if level not in levels:
+            levels.append(level)
+    if not levels:
+        raise ValueError("no concurrency levels given")
+    return tuple(levels)

@@ -1,0 +1,163 @@
+"""Per-request timing records and their aggregation into per-level statistics.
+
+Definitions (all per request, then aggregated over the level):
+
+- TTFT: request sent → first chunk carrying output.
+- ITL: gap between consecutive output chunks, divided by the tokens in the later
+  chunk when known (logprobs / per-chunk usage) or estimated from the final
+  usage; otherwise the raw per-chunk gap (``itl_basis == "chunk"``).
+- TPOT: (e2e − TTFT) / (output tokens − 1).
+- decode tok/s: (output tokens − 1) / (e2e − TTFT), i.e. 1 / TPOT; the first
+  token belongs to TTFT, so it is not part of the decode phase.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    ok: bool  # False for HTTP errors, broken streams and timeouts
+    error: str | None = None  # why the request failed
+    ttft_s: float | None = None  # request sent → first output chunk
+    e2e_s: float | None = None  # request sent → last output chunk
+    itl_s: tuple[float, ...] = ()  # inter-token (or inter-chunk) latencies
+    itl_per_token: bool = True  # False when ITL values are raw per-chunk gaps
+    prompt_tokens: int | None = None  # usage.prompt_tokens (None when not reported)
+    output_tokens: int = 0  # usage.completion_tokens, else tokens/chunks counted
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first one."""
+        if self.ttft_s is None or self.e2e_s is None or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        """Decode-phase throughput of this request (1 / TPOT)."""
+        tpot = self.tpot_s
+        return 1.0 / tpot if tpot else None
+
+
+def failed(error: str) -> RequestRecord:
+    """A record for a request that did not complete."""
+    return RequestRecord(ok=False, error=error)
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    label: str  # "server" or "mlx-lm direct"
+    concurrency: int  # requests kept in flight
+    requests: int  # requests issued (ok + failed)
+    failures: int  # HTTP errors, broken streams, timeouts
+    wall_s: float  # first send → last completion
+    output_tokens: int  # completion tokens of successful requests
+    output_tok_s: float  # output_tokens / wall_s
+    request_s: float  # successful requests / wall_s
+    ttft_ms_p50: float | None
+    ttft_ms_p95: float | None
+    itl_ms_p50: float | None
+    itl_ms_p95: float | None
+    itl_basis: str  # "token" or "chunk" (see module docstring)
+    tpot_ms_p50: float | None
+    decode_tok_s_p50: float | None  # per-request decode tok/s, median
+    mean_prompt_tokens: float | None  # from usage.prompt_tokens
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation, like numpy's default.
+
+    Returns None for an empty sequence, so "no data" survives into JSON as null.
+    """
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be within [0, 100], got {q}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def chunk_itls(
+    times: Sequence[float], chunk_tokens: Sequence[int | None], total_tokens: int | None
+) -> tuple[tuple[float, ...], bool]:
+    """Inter-token latencies from output-chunk arrival times.
+
+    ``chunk_tokens[i]`` is the token count of chunk i when the stream told it
+    (logprobs or per-chunk usage). A chunk of k tokens contributes k equal
+    values gap/k, so percentiles are over tokens. Without per-chunk counts,
+    the final usage gives an average tokens-per-chunk after the first chunk.
+    Returns (values, per_token); per_token is False for raw chunk gaps.
+    """
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    if not gaps:
+        return (), True
+    later = chunk_tokens[1:]
+    if all(n is not None for n in later):
+        counts = [n for n in later if n is not None]
+        return _spread(gaps, counts), True
+    if total_tokens is not None and total_tokens > len(times):
+        per_chunk = (total_tokens - 1) / (len(times) - 1)
+        return tuple(gap / per_chunk for gap in gaps), True
+    if total_tokens is not None and total_tokens == len(times):
+        return tuple(gaps), True  # exactly one token per chunk
+    return tuple(gaps), False
+
+
+def _spread(gaps: Sequence[float], counts: Sequence[int]) -> tuple[float, ...]:
+    """Split each gap evenly over the tokens of its chunk."""
+    values: list[float] = []
+    for gap, count in zip(gaps, counts, strict=True):
+        if count > 0:
+            values.extend([gap / count] * count)
+    return tuple(values)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000.0
+
+
+def summarize(
+    label: str, concurrency: int, records: Sequence[RequestRecord], wall_s: float
+) -> LevelStats:
+    """Aggregate one level's records into its statistics."""
+    ok = [r for r in records if r.ok]
+    ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
+    itls = [v for r in ok for v in r.itl_s]
+    tpots = [t for t in (r.tpot_s for r in ok) if t is not None]
+    decode = [d for d in (r.decode_tok_s for r in ok) if d is not None]
+    prompts = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
+    output_tokens = sum(r.output_tokens for r in ok)
+    rate = 1.0 / wall_s if wall_s > 0 else 0.0
+    return LevelStats(
+        label=label,
+        concurrency=concurrency,
+        requests=len(records),
+        failures=len(records) - len(ok),
+        wall_s=wall_s,
+        output_tokens=output_tokens,
+        output_tok_s=output_tokens * rate,
+        request_s=len(ok) * rate,
+        ttft_ms_p50=_ms(percentile(ttfts, 50)),
+        ttft_ms_p95=_ms(percentile(ttfts, 95)),
+        itl_ms_p50=_ms(percentile(itls, 50)),
+        itl_ms_p95=_ms(percentile(itls, 95)),
+        itl_basis="token" if all(r.itl_per_token for r in ok) else "chunk",
+        tpot_ms_p50=_ms(percentile(tpots, 50)),
+        decode_tok_s_p50=percentile(decode, 50),
+        mean_prompt_tokens=sum(prompts) / len(prompts) if prompts else None,
+    )
+
+
+def decode_ratio(server: LevelStats, baseline: LevelStats) -> float | None:
+    """server / baseline median per-request decode tok/s (None when either is missing)."""
+    if not server.decode_tok_s_p50 or not baseline.decode_tok_s_p50:
+        return None
+    return server.decode_tok_s_p50 / baseline.decode_tok_s_p50

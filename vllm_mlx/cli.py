@@ -1,0 +1,119 @@
+"""Command line: ``vllm-mlx serve`` and ``vllm-mlx bench``.
+
+argparse stops here: every command turns its Namespace into frozen config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vllm_mlx.config import DType, EngineConfig, ModelConfig, PolicyConfig, ServerConfig
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None,
+                   help="local MLX dir, .gguf file or HF repo id; omit for the embedded "
+                        "SmolLM2-135M-Instruct")  # fmt: skip
+    p.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--localhost", action="store_true", help="bind 127.0.0.1; overrides --host")
+    p.add_argument("--served-model-name", default=None, help="model id shown by /v1/models")
+    p.add_argument("--dtype", choices=[d.value for d in DType], default="auto",
+                   help="weight dtype; auto picks the fastest that fits the device "
+                        "(float32 on CPU, stored dtype on GPU)")  # fmt: skip
+    p.add_argument("--timeout", type=_positive_float, default=300.0,
+                   help="request timeout in seconds (default 300)")  # fmt: skip
+    p.add_argument("--max-tokens", type=_positive_int, default=32768,
+                   help="default max tokens when a request names none (default 32768)")  # fmt: skip
+    p.add_argument("--default-temperature", type=float, default=None,
+                   help="temperature when a request omits it (default: 1.0, OpenAI's)")  # fmt: skip
+    p.add_argument("--default-top-p", type=float, default=None,
+                   help="top_p when a request omits it (default: 1.0)")  # fmt: skip
+    p.add_argument("--stream-interval", type=_positive_int, default=1,
+                   help="tokens per streamed chunk (default 1)")  # fmt: skip
+    p.add_argument("--strict-model-id", action="store_true",
+                   help="404 for a model id other than the loaded one or 'default'")  # fmt: skip
+    p.add_argument("--effective-context-tokens", type=_positive_int, default=None,
+                   help="cap the context window below the model's (tokens)")  # fmt: skip
+    p.add_argument("--prefill-chunk-tokens", type=_positive_int, default=512,
+                   help="prompt tokens per prefill forward pass (default 512)")  # fmt: skip
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
+
+
+def serve_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host="127.0.0.1" if args.localhost else args.host,
+        port=args.port,
+        log_level=args.log_level,
+        model=ModelConfig(args.model, DType(args.dtype), args.served_model_name),
+        engine=EngineConfig(
+            default_max_tokens=args.max_tokens,
+            default_temperature=args.default_temperature,
+            default_top_p=args.default_top_p,
+            stream_interval=args.stream_interval,
+            prefill_chunk_tokens=args.prefill_chunk_tokens,
+            effective_context_tokens=args.effective_context_tokens,
+        ),
+        policy=PolicyConfig(timeout_s=args.timeout, strict_model_id=args.strict_model_id),
+    )
+
+
+def run_serve(config: ServerConfig) -> int:
+    import uvicorn
+
+    from vllm_mlx.server.app import create_app
+
+    app = create_app(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vllm_mlx.bench import add_bench_arguments
+
+    parser = argparse.ArgumentParser(prog="vllm-mlx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model over the OpenAI API")
+    add_serve_arguments(serve)
+    bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
+    add_bench_arguments(bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # An optimized BLAS must be loaded before anything imports mlx.
+    from vllm_mlx.backend.blas import preload_blas
+
+    blas = preload_blas()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger(__name__).info("BLAS: %s", blas)
+    if args.command == "serve":
+        return run_serve(serve_config(args))
+    from vllm_mlx.bench import run_bench
+
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

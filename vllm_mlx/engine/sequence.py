@@ -1,0 +1,142 @@
+"""Per-request state on the engine thread, and the turning of tokens into events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from vllm_mlx.engine.detokenize import IncrementalDetokenizer
+from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
+from vllm_mlx.engine.stop import StopStringMatcher
+from vllm_mlx.engine.types import (
+    EngineEvent,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    TokenDelta,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+EventSink = Callable[[EngineEvent], None]
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    PREFILL = "prefill"
+    GENERATION = "generation"
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    """A sampled token read back to Python."""
+
+    token_id: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+class TextDecoder:
+    """What the engine needs from a tokenizer to produce text."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], eos_token_ids: frozenset[int]):
+        self.decode = decode
+        self.eos_token_ids = eos_token_ids
+
+
+class SequenceState:
+    """One sequence from admission to its final event."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        sink: EventSink,
+        sampler: RequestSampler,
+        decoder: TextDecoder,
+        stream_interval: int,
+        context_length: int,
+    ) -> None:
+        self.request = request
+        self.sink = sink
+        self.sampler = sampler
+        self.phase = Phase.QUEUED
+        self.cache: Any = None
+        self.prefilled = 0  # prompt tokens already in the cache
+        self.cached_tokens = 0  # prompt tokens reused from the prefix cache
+        self.output_ids: list[int] = []
+        self.pending: SampleOutput | None = None  # sampled, not yet read back
+        self.finished = False
+        self._decoder = decoder
+        self._detok = IncrementalDetokenizer(decoder.decode, request.prompt_token_ids)
+        self._stops = StopStringMatcher(request.sampling.stop)
+        self._stream_interval = max(1, stream_interval)
+        self._context_length = context_length
+        self._buf_text: list[str] = []
+        self._buf_ids: list[int] = []
+        self._buf_logprobs: list[TokenLogprob] = []
+        self.first_token_time: float | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.request.prompt_token_ids
+
+    def append(self, sampled: SampledToken) -> None:
+        """Record one generated token; emit a delta or the final event."""
+        if self.first_token_time is None:
+            self.first_token_time = time.monotonic()
+        params = self.request.sampling
+        tid = sampled.token_id
+        self.output_ids.append(tid)
+        if sampled.logprob is not None:
+            self._buf_logprobs.append(self._logprob(sampled))
+        if not params.ignore_eos and (
+            tid in self._decoder.eos_token_ids or tid in params.stop_token_ids
+        ):
+            self.finish(FinishReason.STOP)
+            return
+        self._buf_ids.append(tid)
+        result = self._stops.feed(self._detok.add(tid))
+        self._buf_text.append(result.text)
+        if result.stop is not None:
+            self.finish(FinishReason.STOP, stop_sequence=result.stop)
+        elif (
+            len(self.output_ids) >= params.max_tokens
+            or len(self.prompt) + len(self.output_ids) >= self._context_length
+        ):
+            self.finish(FinishReason.LENGTH)
+        elif len(self._buf_ids) >= self._stream_interval:
+            self._flush_delta()
+
+    def finish(self, reason: FinishReason, stop_sequence: str | None = None) -> None:
+        """Send the final event with whatever text is still buffered."""
+        if self.finished:
+            return
+        self.finished = True
+        if stop_sequence is None and reason is not FinishReason.ABORT:
+            self._buf_text.append(self._stops.feed(self._detok.flush()).text)
+            self._buf_text.append(self._stops.flush())
+        self._flush_delta()
+        usage = Usage(len(self.prompt), len(self.output_ids), self.cached_tokens)
+        self.sink(Finished(reason, usage, stop_sequence))
+
+    def _flush_delta(self) -> None:
+        text = "".join(self._buf_text)
+        if text or self._buf_ids or self._buf_logprobs:
+            self.sink(TokenDelta(text, tuple(self._buf_ids), tuple(self._buf_logprobs)))
+        self._buf_text.clear()
+        self._buf_ids.clear()
+        self._buf_logprobs.clear()
+
+    def _logprob(self, sampled: SampledToken) -> TokenLogprob:
+        decode = self._decoder.decode
+        top = tuple(TopLogprob(t, decode([t]), lp) for t, lp in sampled.top)
+        logprob = sampled.logprob if sampled.logprob is not None else 0.0
+        return TokenLogprob(sampled.token_id, decode([sampled.token_id]), logprob, top)

@@ -1,0 +1,59 @@
+"""GET /v1/status: server-wide counters, device memory and per-request progress."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from vllm_mlx.api.context import serving
+from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter
+
+router = APIRouter()
+
+_GB = 1024**3
+
+
+@router.get("/v1/status")
+async def status(request: Request) -> dict[str, Any]:
+    ctx = serving(request)
+    stats = ctx.engine.stats()
+    counter: ConcurrencyCounter = request.app.state.concurrency
+    return {
+        "status": "running",
+        "model": ctx.model_id,
+        "uptime_s": round(time.time() - ctx.started_at, 1),
+        "steps_executed": stats.steps_executed,
+        "num_running": stats.num_running,
+        "num_waiting": stats.num_waiting,
+        "total_requests_processed": stats.total_requests_processed,
+        "total_prompt_tokens": stats.total_prompt_tokens,
+        "total_completion_tokens": stats.total_completion_tokens,
+        "metal": {
+            "active_memory_gb": round(stats.active_memory_bytes / _GB, 3),
+            "peak_memory_gb": round(stats.peak_memory_bytes / _GB, 3),
+            "cache_memory_gb": round(stats.cache_memory_bytes / _GB, 3),
+        },
+        "device": request.app.state.device,
+        "cache": {"type": "none", "entries": 0, "hit_rate": 0.0, "memory_mb": 0},
+        "runtime": {
+            "mode": "simple",
+            "active_concurrency": counter.active,
+            "peak_concurrency": counter.peak,
+        },
+        "requests": [
+            {
+                "request_id": r.request_id,
+                "phase": r.phase,
+                "tokens_per_second": r.tokens_per_second,
+                "ttft_s": r.ttft_s,
+                "progress": round(r.progress, 4),
+                "cache_hit_type": r.cache_hit_type,
+                "cached_tokens": r.cached_tokens,
+                "generated_tokens": r.generated_tokens,
+                "max_tokens": r.max_tokens,
+            }
+            for r in stats.requests
+        ],
+    }
