@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fixtures.server import LiveServer, run_server
@@ -79,3 +80,10 @@ def launch_server(
 def tiny_server(launch_server: LaunchServer) -> str:
     """Base URL ("http://127.0.0.1:PORT") of a default-args server on the tiny llama."""
     return launch_server().base_url
+
+
+@pytest.fixture(scope="session")
+def tiny_http(tiny_server: str) -> Iterator[httpx.Client]:
+    """A keep-alive httpx client for raw requests to ``tiny_server`` (relative paths)."""
+    with httpx.Client(base_url=tiny_server, timeout=60) as client:
+        yield client

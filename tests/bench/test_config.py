@@ -68,5 +68,7 @@ def test_help_mentions_every_option() -> None:
 def test_bad_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_bench(_parser().parse_args(["--max-tokens", "0"])) == 2
     assert "--max-tokens" in capsys.readouterr().err
+    assert run_bench(_parser().parse_args(["--base-url", "localhost:8000/v1"])) == 2
+    assert "--base-url" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["--concurrency", "0"])

@@ -118,11 +118,16 @@ CASES = [
 ]
 
 
-def _send(base_url: str, case: Bad) -> httpx.Response:
+@pytest.fixture
+def http(tiny_http: httpx.Client) -> httpx.Client:
+    return tiny_http
+
+
+def _send(http: httpx.Client, case: Bad) -> httpx.Response:
     raw = isinstance(case.body, bytes)
     content = case.body if raw else json.dumps(case.body).encode()
     headers = {"content-type": "application/json", **case.headers}
-    return httpx.post(f"{base_url}{case.path}", content=content, headers=headers, timeout=60)
+    return http.post(case.path, content=content, headers=headers)
 
 
 def test_table_is_large_enough() -> None:
@@ -130,9 +135,13 @@ def test_table_is_large_enough() -> None:
     assert len({(c.path, c.name) for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.path.rsplit('/', 1)[-1]}-{c.name}")
-def test_bad_request(tiny_server: str, case: Bad) -> None:
-    resp = _send(tiny_server, case)
+def _case_id(case: Bad) -> str:
+    return f"{'chat' if case.path == CHAT else 'completions'}-{case.name}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_bad_request(http: httpx.Client, case: Bad) -> None:
+    resp = _send(http, case)
     error = assert_openai_error(resp, case.status)
     if case.param is not None:
         named = str(error["param"] or "").startswith(case.param) or case.param in error["message"]
@@ -140,22 +149,20 @@ def test_bad_request(tiny_server: str, case: Bad) -> None:
     assert resp.headers.get("x-request-id")
 
 
-def test_unknown_endpoint_is_404_json(tiny_server: str) -> None:
-    resp = httpx.post(f"{tiny_server}/v1/chat/complete", json={}, timeout=10)
-    assert_openai_error(resp, 404)
+def test_unknown_endpoint_is_404_json(http: httpx.Client) -> None:
+    assert_openai_error(http.post("/v1/chat/complete", json={}), 404)
 
 
-def test_wrong_method_is_405_json(tiny_server: str) -> None:
-    resp = httpx.get(f"{tiny_server}/v1/chat/completions", timeout=10)
-    assert_openai_error(resp, 405)
+def test_wrong_method_is_405_json(http: httpx.Client) -> None:
+    assert_openai_error(http.get(CHAT), 405)
 
 
-def test_server_survives_the_table(tiny_server: str) -> None:
+def test_server_survives_the_table(http: httpx.Client) -> None:
     for case in CASES:
-        _send(tiny_server, case)
-    assert httpx.get(f"{tiny_server}/health", timeout=10).status_code == 200
+        _send(http, case)
+    assert http.get("/health").status_code == 200
     body = {"model": "default", "messages": USER, "max_tokens": 3, "temperature": 0}
-    resp = httpx.post(f"{tiny_server}{CHAT}", json=body, timeout=60)
+    resp = http.post(CHAT, json=body)
     assert resp.status_code == 200, resp.text
     data = resp.json()
     assert data["usage"]["completion_tokens"] == 3

@@ -13,15 +13,15 @@ from tests.fixtures.server import openai_client
 def test_default_model_knows_paris(launch_server: LaunchServer) -> None:
     # No MODEL argument: the server imports the embedded GGUF into its private cache.
     server = launch_server(model=None, startup_timeout_s=600)
-    client = openai_client(server.base_url)
-    models = client.models.list().data
+    with openai_client(server.base_url) as client:
+        models = client.models.list().data
+        resp = client.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0.0,
+            max_tokens=32,
+        )
     assert models and models[0].id
-    resp = client.chat.completions.create(
-        model="default",
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        temperature=0.0,
-        max_tokens=32,
-    )
     answer = resp.choices[0].message.content
     assert "Paris" in answer, answer
     status = httpx.get(f"{server.base_url}/v1/status", timeout=10).json()
@@ -32,8 +32,9 @@ def test_default_model_knows_paris(launch_server: LaunchServer) -> None:
 def test_default_model_completion_continues_capital(launch_server: LaunchServer) -> None:
     # SPEC: the correct import greedily continues this prompt with " Paris."
     server = launch_server(model=None, startup_timeout_s=600)
-    resp = openai_client(server.base_url).completions.create(
-        model="default", prompt="The capital of France is", temperature=0.0, max_tokens=2
-    )
+    with openai_client(server.base_url) as client:
+        resp = client.completions.create(
+            model="default", prompt="The capital of France is", temperature=0.0, max_tokens=2
+        )
     assert resp.usage.prompt_tokens == 5
     assert resp.choices[0].text.startswith(" Paris")

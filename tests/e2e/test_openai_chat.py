@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ WINDOW = 512  # max_position_embeddings of the tiny model
 
 
 @pytest.fixture(scope="module")
-def client(tiny_server: str) -> Any:
-    return openai_client(tiny_server)
+def client(tiny_server: str) -> Iterator[Any]:
+    with openai_client(tiny_server) as sdk:
+        yield sdk
 
 
 def chat(client: Any, **kwargs: Any) -> Any:
@@ -115,9 +117,9 @@ def test_stream_matches_non_stream(client: Any) -> None:
     assert all(not (c.choices and c.choices[0].delta.content) for c in chunks[last + 1 :])
 
 
-def test_stream_wire_format(tiny_server: str) -> None:
+def test_stream_wire_format(tiny_http: httpx.Client) -> None:
     body = {"model": "default", "messages": MESSAGES, "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{tiny_server}/v1/chat/completions", json=body, timeout=60) as resp:
+    with tiny_http.stream("POST", "/v1/chat/completions", json=body) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         data_lines = [line for line in resp.iter_lines() if line.startswith("data:")]
@@ -262,6 +264,18 @@ def test_seed_makes_sampling_reproducible(client: Any) -> None:
     assert len(others | {first}) > 1, "different seeds all gave the same sample"
 
 
+@pytest.mark.parametrize("seed", [-1, 0, 2**63, 2**64 + 5])
+def test_any_seed_is_answered_and_engine_survives(tiny_http: httpx.Client, seed: int) -> None:
+    body = {"model": "default", "messages": MESSAGES, "max_tokens": 3, "temperature": 1.0}
+    resp = tiny_http.post("/v1/chat/completions", json={**body, "seed": seed})
+    if resp.status_code != 200:
+        error = assert_openai_error(resp, 400)
+        assert "seed" in (error["param"] or error["message"])
+    again = tiny_http.post("/v1/chat/completions", json={**body, "seed": 1})
+    assert again.status_code == 200, again.text
+    assert again.json()["usage"]["completion_tokens"] == 3
+
+
 def test_concurrent_requests_match_serial(client: Any) -> None:
     prompts = [f"Question number {i}: what is {i} plus {i}?" for i in range(4)]
 
@@ -281,20 +295,90 @@ def test_unknown_model_is_accepted_without_strict_mode(client: Any) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Sampling parameters are honoured, not dropped
+
+
+@pytest.fixture(scope="module")
+def token_id(tiny_llama_path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tiny_llama_path / "tokenizer.json"))
+
+    def single(text: str) -> int:
+        ids = tokenizer.encode(text).ids
+        assert len(ids) == 1, (text, ids)
+        return ids[0]
+
+    return single
+
+
+def test_logit_bias_forces_a_token(client: Any, token_id: Any) -> None:
+    sea = token_id(" sea")
+    resp = chat(client, max_tokens=5, logit_bias={str(sea): 100})
+    assert resp.choices[0].message.content == " sea" * 5
+
+
+def test_logit_bias_bans_the_greedy_token(client: Any, token_id: Any) -> None:
+    greedy = chat(client, max_tokens=1, logprobs=True).choices[0].logprobs.content[0].token
+    banned = chat(client, max_tokens=1, logit_bias={str(token_id(greedy)): -100})
+    assert banned.choices[0].message.content != greedy
+
+
+@pytest.mark.parametrize(
+    "narrow",
+    [{"extra_body": {"top_k": 1}}, {"top_p": 1e-6}, {"extra_body": {"min_p": 1.0}}],
+    ids=["top_k_1", "top_p_tiny", "min_p_1"],
+)
+def test_narrow_sampling_is_greedy(client: Any, narrow: dict[str, Any]) -> None:
+    greedy = chat(client, max_tokens=12).choices[0].message.content
+    sampled = chat(client, max_tokens=12, temperature=1.0, seed=5, **narrow)
+    assert sampled.choices[0].message.content == greedy
+
+
+def test_penalties_change_greedy_output(client: Any) -> None:
+    plain = chat(client, max_tokens=48).choices[0].message.content
+    for penalty in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
+        assert chat(client, max_tokens=48, **penalty).choices[0].message.content != plain
+    repetition = chat(client, max_tokens=48, extra_body={"repetition_penalty": 2.0})
+    assert repetition.choices[0].message.content != plain
+
+
+def test_user_field_is_accepted(client: Any) -> None:
+    assert chat(client, max_tokens=2, user="user-123").usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize("level", ["basic", "deep"])
+def test_request_diagnostics(tiny_http: httpx.Client, level: str) -> None:
+    body = {
+        "model": "default",
+        "messages": MESSAGES,
+        "max_tokens": 2,
+        "include_diagnostics": True,
+        "diagnostics_level": level,
+    }
+    data = tiny_http.post("/v1/chat/completions", json=body).json()
+    assert isinstance(data.get("diagnostics"), dict), data
+    plain = tiny_http.post("/v1/chat/completions", json={**body, "include_diagnostics": False})
+    assert "diagnostics" not in plain.json()
+    caps = tiny_http.get("/v1/capabilities").json()
+    assert caps["features"]["request_diagnostics"] is True
+
+
+# ---------------------------------------------------------------------------
 # Context window
 
 
-def test_prompt_longer_than_window_is_400(tiny_server: str) -> None:
+def test_prompt_longer_than_window_is_400(tiny_http: httpx.Client) -> None:
     long_text = "the sea and the storm " * 300
     body = {"model": "default", "messages": [{"role": "user", "content": long_text}]}
-    resp = httpx.post(f"{tiny_server}/v1/chat/completions", json=body, timeout=60)
+    resp = tiny_http.post("/v1/chat/completions", json=body)
     error = assert_openai_error(resp, 400)
     assert str(WINDOW) in error["message"]
 
 
-def test_max_tokens_beyond_window_is_400(tiny_server: str) -> None:
+def test_max_tokens_beyond_window_is_400(tiny_http: httpx.Client) -> None:
     body = {"model": "default", "messages": MESSAGES, "max_tokens": WINDOW + 100}
-    resp = httpx.post(f"{tiny_server}/v1/chat/completions", json=body, timeout=60)
+    resp = tiny_http.post("/v1/chat/completions", json=body)
     error = assert_openai_error(resp, 400)
     assert str(WINDOW) in error["message"]
 
@@ -308,8 +392,8 @@ def test_context_overflow_via_sdk_raises_bad_request(client: Any) -> None:
 # Service endpoints
 
 
-def test_health(tiny_server: str) -> None:
-    resp = httpx.get(f"{tiny_server}/health", timeout=10)
+def test_health(tiny_http: httpx.Client) -> None:
+    resp = tiny_http.get("/health")
     assert resp.status_code == 200
     assert isinstance(resp.json(), dict)
 
@@ -324,10 +408,10 @@ def test_models_lists_loaded_model_and_default_alias(client: Any, tiny_llama_pat
         assert chat(client, model=name, max_tokens=2).usage.completion_tokens == 2
 
 
-def test_status_counts_requests(tiny_server: str, client: Any) -> None:
-    before = httpx.get(f"{tiny_server}/v1/status", timeout=10).json()
+def test_status_counts_requests(tiny_http: httpx.Client, client: Any) -> None:
+    before = tiny_http.get("/v1/status").json()
     chat(client, max_tokens=7)
-    after = httpx.get(f"{tiny_server}/v1/status", timeout=10).json()
+    after = tiny_http.get("/v1/status").json()
     assert after["status"] == "running"
     assert after["model"]
     assert after["num_running"] == 0 and after["num_waiting"] == 0
@@ -349,14 +433,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _check_capabilities(caps: dict[str, Any], strict: bool, timeout_s: float) -> None:
+def _check_capabilities(
+    caps: dict[str, Any], strict: bool, timeout_s: float, window: int = WINDOW
+) -> None:
     assert isinstance(caps["features"]["request_diagnostics"], bool)
     assert caps["features"]["strict_model_id"] is strict
     assert caps["diagnostics"]["levels"] == ["basic", "deep"]
     assert caps["diagnostics"]["default_level"] == "basic"
     context = {k: v for k, v in caps["limits"].items() if k.endswith("context_tokens")}
     assert context, caps["limits"]
-    assert WINDOW in context.values(), context
+    assert window in context.values(), context
     repetition = caps["policies"]["repetition"]
     assert repetition["default_mode"] == "safe"
     assert set(repetition["supported_modes"]) == {"safe", "strict"}
@@ -370,17 +456,17 @@ def _check_capabilities(caps: dict[str, Any], strict: bool, timeout_s: float) ->
     assert timeout_s in timeouts, f"default timeout {timeout_s} not reported: {flat}"
 
 
-def test_capabilities(tiny_server: str) -> None:
-    resp = httpx.get(f"{tiny_server}/v1/capabilities", timeout=10)
+def test_capabilities(tiny_http: httpx.Client) -> None:
+    resp = tiny_http.get("/v1/capabilities")
     assert resp.status_code == 200
     _check_capabilities(resp.json(), strict=False, timeout_s=300)
 
 
-def test_capabilities_client(tiny_server: str) -> None:
+def test_capabilities_client(tiny_server: str, tiny_http: httpx.Client) -> None:
     from vllm_mlx.capabilities_client import fetch_capabilities, summarize_capabilities
 
     caps = fetch_capabilities(tiny_server, api_key="not-needed")
-    assert caps == httpx.get(f"{tiny_server}/v1/capabilities", timeout=10).json()
+    assert caps == tiny_http.get("/v1/capabilities").json()
     summary = summarize_capabilities(caps)
     assert summary["supports_multimodal"] is False
     assert summary["default_timeout_seconds"] == 300
@@ -401,17 +487,14 @@ REQUEST_ID_CALLS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), REQUEST_ID_CALLS)
 def test_every_response_has_request_id(
-    tiny_server: str, method: str, path: str, body: dict[str, Any] | None
+    tiny_http: httpx.Client, method: str, path: str, body: dict[str, Any] | None
 ) -> None:
-    url = f"{tiny_server}{path}"
-    fresh = httpx.request(method, url, json=body, timeout=60)
+    fresh = tiny_http.request(method, path, json=body)
     generated = fresh.headers.get("x-request-id")
     assert generated, f"{method} {path} ({fresh.status_code}) has no x-request-id"
-    again = httpx.request(method, url, json=body, timeout=60).headers.get("x-request-id")
+    again = tiny_http.request(method, path, json=body).headers.get("x-request-id")
     assert again and again != generated, "request ids must be unique per request"
-    mine = httpx.request(
-        method, url, json=body, headers={"x-request-id": "test-rid-42"}, timeout=60
-    )
+    mine = tiny_http.request(method, path, json=body, headers={"x-request-id": "test-rid-42"})
     assert mine.headers.get("x-request-id") == "test-rid-42"
 
 
@@ -426,16 +509,33 @@ def test_sdk_response_carries_request_id(client: Any) -> None:
     assert raw.parse().usage.completion_tokens == 2
 
 
+def test_logs_name_the_request_id(launch_server: LaunchServer, client: Any) -> None:
+    server = launch_server()  # the same process as tiny_server
+    chat(client, max_tokens=2, extra_headers={"x-request-id": "log-rid-5150"})
+    deadline = time.monotonic() + 5
+    while "log-rid-5150" not in server.log_tail(1_000_000) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "log-rid-5150" in server.log_tail(1_000_000)
+
+
 # ---------------------------------------------------------------------------
 # Servers with other options
 
 
-def test_strict_model_id(launch_server: LaunchServer) -> None:
-    url = launch_server("--strict-model-id").base_url
-    client = openai_client(url)
-    model_id = client.models.list().data[0].id
-    for name in ("default", model_id):
-        assert chat(client, model=name, max_tokens=2).usage.completion_tokens == 2
+@pytest.fixture(scope="module")
+def strict_server(launch_server: LaunchServer) -> str:
+    """A server with --strict-model-id and a default of 16 new tokens."""
+    return launch_server("--strict-model-id", "--max-tokens", "16").base_url
+
+
+def test_strict_model_id(strict_server: str) -> None:
+    url = strict_server
+    with openai_client(url) as client:
+        model_id = client.models.list().data[0].id
+        for name in ("default", model_id):
+            assert chat(client, model=name, max_tokens=2).usage.completion_tokens == 2
+        with pytest.raises(openai.NotFoundError):
+            chat(client, model="no-such-model", max_tokens=2)
 
     for path, body in (
         ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2}),
@@ -446,10 +546,17 @@ def test_strict_model_id(launch_server: LaunchServer) -> None:
         assert error["code"] == "model_not_found"
         assert "no-such-model" in error["message"]
 
-    with pytest.raises(openai.NotFoundError):
-        chat(client, model="no-such-model", max_tokens=2)
     caps = httpx.get(f"{url}/v1/capabilities", timeout=10).json()
     _check_capabilities(caps, strict=True, timeout_s=300)
+
+
+def test_server_max_tokens_is_the_default(strict_server: str) -> None:
+    with openai_client(strict_server) as client:
+        resp = client.chat.completions.create(model="default", messages=MESSAGES)
+        assert resp.usage.completion_tokens == 16
+        assert resp.choices[0].finish_reason == "length"
+        # An explicit max_tokens still wins over the server default.
+        assert chat(client, max_tokens=20).usage.completion_tokens == 20
 
 
 @pytest.mark.slow
@@ -457,7 +564,13 @@ def test_disconnect_mid_stream_aborts_generation(
     launch_server: LaunchServer, tiny_llama_long_path: Path
 ) -> None:
     url = launch_server(model=tiny_llama_long_path).base_url
-    body = {"model": "default", "messages": MESSAGES, "max_tokens": 20000, "stream": True}
+    body = {
+        "model": "default",
+        "messages": MESSAGES,
+        "max_tokens": 20000,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as resp:
         assert resp.status_code == 200
         events = sse_events(resp.iter_lines())
@@ -466,14 +579,14 @@ def test_disconnect_mid_stream_aborts_generation(
     # The server must notice and drop the request, not keep generating 20k tokens.
     wait_idle(url, timeout_s=10)
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-    resp = chat(openai_client(url), max_tokens=4)
-    assert resp.usage.completion_tokens == 4
+    with openai_client(url) as client:
+        assert chat(client, max_tokens=4).usage.completion_tokens == 4
 
 
 @pytest.mark.slow
 def test_timeout_gives_408(launch_server: LaunchServer, tiny_llama_long_path: Path) -> None:
     url = launch_server("--timeout", "1", model=tiny_llama_long_path).base_url
-    body = {"model": "default", "messages": MESSAGES, "max_tokens": 20000}
+    body = {"model": "default", "messages": MESSAGES, "max_tokens": 20000, "temperature": 0}
     start = time.monotonic()
     resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
     elapsed = time.monotonic() - start
@@ -481,26 +594,46 @@ def test_timeout_gives_408(launch_server: LaunchServer, tiny_llama_long_path: Pa
     assert elapsed < 10, f"timeout of 1 s answered after {elapsed:.1f} s"
     wait_idle(url, timeout_s=10)  # the timed-out generation was aborted
 
-    with pytest.raises(openai.APIStatusError) as excinfo:
-        chat(openai_client(url), max_tokens=20000)
-    assert excinfo.value.status_code == 408
-
-    assert chat(openai_client(url), max_tokens=4).usage.completion_tokens == 4
+    with openai_client(url) as client:
+        with pytest.raises(openai.APIStatusError) as excinfo:
+            chat(client, max_tokens=20000)  # greedy: no EOS, so it runs to the timeout
+        assert excinfo.value.status_code == 408
+        assert chat(client, max_tokens=4).usage.completion_tokens == 4
     summary = httpx.get(f"{url}/v1/capabilities", timeout=10).json()
-    _check_capabilities(summary, strict=False, timeout_s=1)
+    _check_capabilities(summary, strict=False, timeout_s=1, window=32768)
 
 
 @pytest.mark.slow
 def test_timeout_ends_stream(launch_server: LaunchServer, tiny_llama_long_path: Path) -> None:
     url = launch_server("--timeout", "1", model=tiny_llama_long_path).base_url
-    body = {"model": "default", "messages": MESSAGES, "max_tokens": 20000, "stream": True}
+    body = {
+        "model": "default",
+        "messages": MESSAGES,
+        "max_tokens": 20000,
+        "temperature": 0,
+        "stream": True,
+    }
     start = time.monotonic()
-    content_events = 0
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as resp:
-        for event in sse_events(resp.iter_lines()):
-            if event.get("choices"):
-                content_events += 1
+        assert resp.status_code == 200
+        events = list(sse_events(resp.iter_lines()))
     elapsed = time.monotonic() - start
     assert elapsed < 10, f"stream outlived the 1 s timeout by far ({elapsed:.1f} s)"
-    assert content_events < 20000
+    assert any(e.get("choices") for e in events), "no tokens streamed before the timeout"
+    # Headers are long gone, so the stream itself must say why it ended.
+    errors = [e["error"] for e in events if "error" in e]
+    assert len(errors) == 1, events[-3:]
+    assert errors[0]["message"] and errors[0]["type"]
+    assert "error" in events[-1]
     wait_idle(url, timeout_s=10)
+
+
+@pytest.mark.slow
+def test_tiny_qwen2_serves(launch_server: LaunchServer, tiny_qwen2_path: Path) -> None:
+    url = launch_server(model=tiny_qwen2_path).base_url
+    with openai_client(url) as qwen:
+        expected = chat(qwen, max_tokens=16).choices[0].message.content
+        assert expected
+        texts, chunks = stream_text(qwen, max_tokens=16)
+    assert texts == {0: expected}
+    assert finish_reasons(chunks) == {0: "length"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ WINDOW = 512
 
 
 @pytest.fixture(scope="module")
-def client(tiny_server: str) -> Any:
-    return openai_client(tiny_server)
+def client(tiny_server: str) -> Iterator[Any]:
+    with openai_client(tiny_server) as sdk:
+        yield sdk
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +163,9 @@ def test_default_and_unknown_model_names(client: Any) -> None:
     assert len(texts) == 1
 
 
-def test_prompt_longer_than_window_is_400(tiny_server: str) -> None:
+def test_prompt_longer_than_window_is_400(tiny_http: httpx.Client) -> None:
     body = {"model": "default", "prompt": "the sea and the storm " * 300, "max_tokens": 4}
-    resp = httpx.post(f"{tiny_server}/v1/completions", json=body, timeout=60)
+    resp = tiny_http.post("/v1/completions", json=body)
     error = assert_openai_error(resp, 400)
     assert str(WINDOW) in error["message"]
 

@@ -127,12 +127,23 @@ def error_response(request: Request, error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status)
 
 
+def _is_field(loc: object) -> bool:
+    """Pydantic puts union branch tags such as 'str' or 'list[int]' into locations."""
+    if isinstance(loc, int):
+        return True
+    text = str(loc)
+    return text != "body" and text not in _TYPE_TAGS and "[" not in text
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "function-after"}
+
+
 def from_validation_error(errors: list[Any]) -> InvalidRequest:
     """Pydantic's first complaint, worded for a client, naming the parameter."""
     if not errors:
         return InvalidRequest("invalid request")
     first = errors[0]
-    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    param = ".".join(str(p) for p in first.get("loc", ()) if _is_field(p)) or None
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         return InvalidRequest(f"Request body is not valid JSON: {msg}")

@@ -1,9 +1,11 @@
 """Weight dtype policy: pick the dtype a model runs in, and convert its weights.
 
-On CPU, MLX sends fp32 matmuls to BLAS (OpenBLAS when preloaded) while
-quantized and half-precision matmuls run on MLX's own CPU kernels, so ``auto``
-dequantizes to float32 when it fits in memory. On GPU, quantized kernels are
-fast and the weights stay as stored.
+On CPU, MLX sends fp32 matmuls to BLAS while quantized and half-precision
+matmuls run on MLX's own, much slower, CPU kernels. With OpenBLAS preloaded,
+float32 is the fastest for both prefill and decode (docs/dtype-measurements.md),
+so ``auto`` dequantizes to float32 when it fits in memory. With MLX's reference
+BLAS, float32 loses to the stored 4-bit weights, so ``auto`` keeps them. On
+GPU, quantized kernels are fast and the weights stay as stored.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def choose_dtype(
     device_is_gpu: bool,
     model: nn.Module,
     *,
+    fast_blas: bool = True,
     available_bytes: int | None = None,
 ) -> str:
     """The dtype to run ``model`` in: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"keep"``.
 
-    ``auto`` keeps stored weights on GPU; on CPU it picks float32 when the
-    dequantized weights fit in ``FP32_MEMORY_SHARE`` of available memory
-    (``available_bytes``, read from the system when None), else ``keep``.
+    ``auto`` keeps stored weights on GPU. On CPU with a fast BLAS it picks
+    float32 when the dequantized weights fit in ``FP32_MEMORY_SHARE`` of
+    available memory (``available_bytes``, read from the system when None),
+    else ``keep``; with the reference BLAS (``fast_blas=False``) it keeps.
     """
     policy = DType(policy)
     if policy is not DType.AUTO:
@@ -53,6 +57,12 @@ def choose_dtype(
         return policy.value
     if device_is_gpu:
         logger.info("dtype auto -> keep: GPU kernels run the stored (quantized) weights fast")
+        return KEEP
+    if not fast_blas:
+        logger.info(
+            "dtype auto -> keep: no optimized BLAS, so float32 matmul would be slower than "
+            "the stored weights (install libopenblas0-pthread for float32)"
+        )
         return KEEP
     need = fp32_bytes(model)
     available = available_memory() if available_bytes is None else available_bytes

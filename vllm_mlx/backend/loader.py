@@ -187,7 +187,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     except (OSError, ValueError, KeyError) as exc:
         raise LoaderError(f"cannot load the model at {path}: {exc}") from exc
     device_is_gpu = mx.default_device().type == mx.gpu
-    apply_dtype(model, choose_dtype(cfg.dtype, device_is_gpu, model))
+    fast_blas = not blas.startswith("reference")
+    apply_dtype(model, choose_dtype(cfg.dtype, device_is_gpu, model, fast_blas=fast_blas))
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,

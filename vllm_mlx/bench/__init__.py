@@ -86,8 +86,9 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-tokens",
         type=int,
         default=128,
-        help="approximate prompt length in tokens, built from seeded random words; "
-        "the table reports the server's real count (default: %(default)s)",
+        help="approximate length of the user message in tokens, built from seeded random "
+        "words; the chat template adds its own tokens, and the table reports the server's "
+        "real count (default: %(default)s)",
     )
     group.add_argument(
         "--max-tokens",
@@ -181,6 +182,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
     from vllm_mlx.bench.runner import execute
 
     try:

@@ -140,4 +140,16 @@ def run_baseline(cfg: BenchConfig) -> LevelStats:
         _run_all(generator, warmup_prompts(cfg), cfg, "warmup")
     records, wall_s = _run_all(generator, level_prompts(cfg, 1), cfg, "c1")
     log_failures(records, "baseline")
+    del generator, loaded
+    _release_memory()
     return summarize(BASELINE_LABEL, 1, records, wall_s)
+
+
+def _release_memory() -> None:
+    """Hand the baseline's buffers back before the server sweep (unified memory on Macs)."""
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()

@@ -113,7 +113,7 @@ def _apply_event(payload: str, now: float, state: _StreamState) -> str | None:
         return f"bad SSE payload: {payload[:ERROR_BODY_CHARS]!r}"
     if not isinstance(chunk, dict):
         return f"bad SSE payload: {payload[:ERROR_BODY_CHARS]!r}"
-    if "error" in chunk:
+    if chunk.get("error"):
         return f"error event: {json.dumps(chunk['error'])[:ERROR_BODY_CHARS]}"
     previous = state.completion_tokens
     usage = chunk.get("usage")

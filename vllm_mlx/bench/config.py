@@ -32,6 +32,8 @@ class BenchConfig:
     progress: bool = True  # show a tqdm bar per level on stderr
 
     def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"--base-url must start with http:// or https://: {self.base_url!r}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError("concurrency levels must be integers >= 1")
         if self.num_prompts is not None and self.num_prompts < 1:

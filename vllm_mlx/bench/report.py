@@ -33,7 +33,7 @@ def _num(value: float | None, digits: int) -> str:
 
 
 def _row(cells: Sequence[str]) -> str:
-    parts = []
+    parts: list[str] = []
     for (_, width, _), cell in zip(_COLUMNS, cells, strict=True):
         parts.append(cell.ljust(width) if not parts else cell.rjust(width))
     return " ".join(parts).rstrip()

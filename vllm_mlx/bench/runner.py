@@ -123,6 +123,10 @@ def execute(cfg: BenchConfig) -> int:
 
     def emit(stats: LevelStats) -> None:
         results.append(stats)
+        logger.info(
+            "%s at concurrency %d: %.2f output tok/s, %d of %d failed",
+            stats.label, stats.concurrency, stats.output_tok_s, stats.failures, stats.requests,
+        )  # fmt: skip
         if cfg.json_path is not None:
             append_json(cfg.json_path, [to_json_line(stats, json_meta(cfg, stats.label))])
 

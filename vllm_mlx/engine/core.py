@@ -136,13 +136,20 @@ class EngineCore:
                 self._shutdown()
                 return False
             if isinstance(cmd, _Submit):
-                self._accept(cmd)
+                self._accept_safely(cmd)
             else:
                 self._finish(cmd.request_id, FinishReason.ABORT)
             try:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:
                 return True
+
+    def _accept_safely(self, cmd: _Submit) -> None:
+        try:
+            self._accept(cmd)
+        except Exception as exc:  # a bad processor factory must not kill the thread
+            log.exception("request %s could not be set up", cmd.request.request_id)
+            cmd.sink(EngineError(ErrorKind.INTERNAL, f"request setup failed: {exc}"))
 
     def _accept(self, cmd: _Submit) -> None:
         req = cmd.request
@@ -221,9 +228,13 @@ class EngineCore:
     def _decode_step(self, seq: SequenceState) -> None:
         current = seq.pending
         assert current is not None
+        logits = self._runner.logits(current.token[None], seq.cache)
         if seq.sampler.needs_history:
-            mx.eval(current.arrays())
-        nxt = self._sample(seq, self._runner.logits(current.token[None], seq.cache))
+            # Processors read the Python history, so the pipeline waits for this token.
+            seq.append(_read_back(current))
+            seq.pending = None if seq.finished else self._sample(seq, logits)
+            return
+        nxt = self._sample(seq, logits)
         seq.append(_read_back(current))
         seq.pending = None if seq.finished else nxt
 
@@ -276,7 +287,7 @@ def _status(seq: SequenceState) -> RequestStatus:
     now = time.monotonic()
     ttft = tps = None
     if seq.first_token_time is not None:
-        ttft = seq.first_token_time - seq.request.arrival_time
+        ttft = seq.first_token_time - seq.arrival_time
         elapsed = now - seq.first_token_time
         tps = len(seq.output_ids) / elapsed if elapsed > 0 else None
     return RequestStatus(

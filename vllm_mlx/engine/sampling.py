@@ -19,7 +19,7 @@ def top_k_filter(logits: mx.array, k: int) -> mx.array:
     """Keep the k largest logits."""
     if k <= 0 or k >= logits.shape[-1]:
         return logits
-    kth = mx.sort(logits, axis=-1)[..., -k : -k + 1]
+    kth = mx.sort(logits, axis=-1)[..., -k, None]
     return mx.where(logits < kth, _NEG_INF, logits)
 
 
@@ -76,7 +76,7 @@ class RequestSampler:
         self._builtin = build_processors(params, prompt_ids, vocab_size)
         self._extra = list(extra)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
-        self._key = mx.random.key(seed)
+        self._key = mx.random.key(seed % 2**64)  # MLX keys take unsigned 64-bit seeds
 
     @property
     def needs_history(self) -> bool:

@@ -79,6 +79,7 @@ class SequenceState:
         self._buf_ids: list[int] = []
         self._buf_logprobs: list[TokenLogprob] = []
         self.first_token_time: float | None = None
+        self.arrival_time = request.arrival_time or time.monotonic()
 
     @property
     def request_id(self) -> str:
@@ -95,14 +96,14 @@ class SequenceState:
         params = self.request.sampling
         tid = sampled.token_id
         self.output_ids.append(tid)
-        if sampled.logprob is not None:
-            self._buf_logprobs.append(self._logprob(sampled))
         if not params.ignore_eos and (
             tid in self._decoder.eos_token_ids or tid in params.stop_token_ids
         ):
             self.finish(FinishReason.STOP)
             return
         self._buf_ids.append(tid)
+        if sampled.logprob is not None:
+            self._buf_logprobs.append(self._logprob(sampled))
         result = self._stops.feed(self._detok.add(tid))
         self._buf_text.append(result.text)
         if result.stop is not None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # OpenAI's documented limits, kept so clients see the same errors as upstream.
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_COMPLETION_LOGPROBS = 5
 MAX_N = 16
+_TOKEN_ID = re.compile(r"-?[0-9]+")
 
 
 class _Strict(BaseModel):
@@ -88,21 +90,32 @@ class SamplingFields(_Strict):
     user: str | None = None
     ignore_eos: bool = False  # vLLM extension, used by benchmarks
 
-    @model_validator(mode="after")
-    def _check_shared(self) -> SamplingFields:
-        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        stops = [stop] if isinstance(stop, str) else (stop or [])
         if len(stops) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"stop: at most {MAX_STOP_SEQUENCES} sequences are allowed")
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         if any(s == "" for s in stops):
-            raise ValueError("stop: sequences must not be empty")
-        for key, value in (self.logit_bias or {}).items():
-            if not key.lstrip("-").isdigit():
-                raise ValueError(f"logit_bias: key '{key}' is not a token id")
+            raise ValueError("stop sequences must not be empty")
+        return stop
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for key, value in (bias or {}).items():
+            if not _TOKEN_ID.fullmatch(key):
+                raise ValueError(f"key '{key}' is not a token id")
             if not -100.0 <= value <= 100.0:
-                raise ValueError(f"logit_bias: value for token {key} must be in [-100, 100]")
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options: only allowed when stream is true")
-        return self
+                raise ValueError(f"bias for token {key} must be in [-100, 100]")
+        return bias
+
+    @field_validator("stream_options")
+    @classmethod
+    def _check_stream_options(cls, opts: StreamOptions | None, info: ValidationInfo) -> Any:
+        if opts is not None and not info.data.get("stream"):
+            raise ValueError("only allowed when stream is true")
+        return opts
 
     @property
     def stop_list(self) -> tuple[str, ...]:
@@ -126,11 +139,12 @@ class ChatCompletionRequest(SamplingFields):
     diagnostics_level: Literal["basic", "deep"] = "basic"
     chat_template_kwargs: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _check_chat(self) -> ChatCompletionRequest:
-        if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs: requires logprobs to be true")
-        return self
+    @field_validator("top_logprobs")
+    @classmethod
+    def _check_top_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top and not info.data.get("logprobs"):
+            raise ValueError("requires logprobs to be true")
+        return top
 
 
 class CompletionRequest(SamplingFields):

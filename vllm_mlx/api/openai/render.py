@@ -152,7 +152,8 @@ async def stream_response(
     chunk_object = "chat.completion.chunk" if meta.chat else "text_completion"
     base = {"id": meta.id, "object": chunk_object, "created": meta.created, "model": meta.model}
     usage_field = {"usage": None} if opts.include_usage else {}
-    usages: list[Usage] = []
+    usages: dict[int, Usage] = {}  # by choice index: usage_body relies on that order
+    offsets = [len(t) for t in opts.echo_texts] or [0] * len(requests)
     if meta.chat:
         for i in range(len(requests)):
             first = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -168,9 +169,12 @@ async def stream_response(
             if isinstance(event, TokenDelta):
                 if not event.text and not (opts.want_logprobs and event.logprobs):
                     continue
-                choice = _text_choice(meta, index, event.text, event.logprobs, None, opts)
+                choice = _text_choice(
+                    meta, index, event.text, event.logprobs, None, opts, offsets[index]
+                )
+                offsets[index] += len(event.text)
             elif isinstance(event, Finished):
-                usages.append(event.usage)
+                usages[index] = event.usage
                 choice = _text_choice(meta, index, "", (), event, opts)
             else:
                 continue
@@ -180,7 +184,8 @@ async def stream_response(
         yield sse("[DONE]")
         return
     if opts.include_usage:
-        yield sse({**base, "choices": [], "usage": usage_body(usages, opts.prompt_count)})
+        ordered = [usages[i] for i in sorted(usages)]
+        yield sse({**base, "choices": [], "usage": usage_body(ordered, opts.prompt_count)})
     yield sse("[DONE]")
 
 
@@ -191,10 +196,11 @@ def _text_choice(
     logprobs: Sequence[TokenLogprob] | None,
     finished: Finished | None,
     opts: StreamOptions,
+    text_offset: int = 0,
 ) -> dict[str, Any]:
     lp: dict[str, Any] | None = None
     if opts.want_logprobs and logprobs:
-        lp = chat_logprobs(logprobs) if meta.chat else completion_logprobs(logprobs, 0)
+        lp = chat_logprobs(logprobs) if meta.chat else completion_logprobs(logprobs, text_offset)
     choice: dict[str, Any] = {"index": index}
     if meta.chat:
         choice["delta"] = {"content": text} if text else {}
