@@ -78,8 +78,15 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
 def run_serve(config: ServerConfig) -> int:
     import uvicorn
 
+    from vllm_mlx.backend.loader import LoaderError, resolve_model
     from vllm_mlx.server.app import create_app
 
+    try:
+        # Resolve (and import or download) up front, so a bad model id is one clear line.
+        resolve_model(config.model.model)
+    except LoaderError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 2
     app = create_app(config)
     uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.tiny_models import build_tiny_model
-from vllm_mlx.bench.baseline import DirectGenerator, eos_mask, load_baseline_model, run_baseline
+from vllm_mlx.bench.baseline import DirectGenerator, load_baseline_model, run_baseline
 from vllm_mlx.bench.config import BASELINE_LABEL, BenchConfig
 
 
@@ -19,8 +19,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_eos_mask_forbids_eos_tokens() -> None:
     import mlx.core as mx
 
+    from vllm_mlx.backend.reference import _mask_tokens
+
     logits = mx.array([[0.0, 5.0, 1.0, 4.0]])
-    masked = eos_mask([1, 99])(mx.array([0]), logits)  # 99 is outside the vocab: skipped
+    masked = _mask_tokens([1, 99])(mx.array([0]), logits)  # 99 is outside the vocab: skipped
     assert int(mx.argmax(masked, axis=-1).item()) == 3
     assert masked[0, 1].item() == float("-inf")
 

@@ -264,14 +264,21 @@ def test_seed_makes_sampling_reproducible(client: Any) -> None:
     assert len(others | {first}) > 1, "different seeds all gave the same sample"
 
 
-@pytest.mark.parametrize("seed", [-1, 0, 2**63, 2**64 + 5])
-def test_any_seed_is_answered_and_engine_survives(tiny_http: httpx.Client, seed: int) -> None:
+@pytest.fixture(scope="module")
+def isolated_server(launch_server: LaunchServer) -> str:
+    """A server of its own for requests that might break the engine (others keep theirs)."""
+    return launch_server("--timeout", "30").base_url
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64 + 5])
+def test_any_seed_is_answered_and_engine_survives(isolated_server: str, seed: int) -> None:
     body = {"model": "default", "messages": MESSAGES, "max_tokens": 3, "temperature": 1.0}
-    resp = tiny_http.post("/v1/chat/completions", json={**body, "seed": seed})
-    if resp.status_code != 200:
-        error = assert_openai_error(resp, 400)
-        assert "seed" in (error["param"] or error["message"])
-    again = tiny_http.post("/v1/chat/completions", json={**body, "seed": 1})
+    with httpx.Client(base_url=isolated_server, timeout=15) as http:
+        resp = http.post("/v1/chat/completions", json={**body, "seed": seed})
+        if resp.status_code != 200:
+            error = assert_openai_error(resp, 400)
+            assert "seed" in (error["param"] or error["message"])
+        again = http.post("/v1/chat/completions", json={**body, "seed": 1})
     assert again.status_code == 200, again.text
     assert again.json()["usage"]["completion_tokens"] == 3
 

@@ -253,6 +253,7 @@ def convert_tensors(
             match = _LAYER_RE.match(name)
             if match is not None and match.group(2) in heads:
                 tensor = unpermute_rows(tensor, heads[match.group(2)])
+            mx.eval(tensor)  # do the work here, so the progress bar tracks it
             out[target] = tensor
         if progress is not None:
             progress.update(1)

@@ -71,7 +71,8 @@ def resolve_model(spec: str | None) -> tuple[Path, str]:
         return resolve_embedded()
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _local_dir(path), path.resolve().name
+        path = path.resolve()
+        return _local_dir(path), path.name
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise LoaderError(f"{path} is a file but not a .gguf model")
@@ -113,7 +114,7 @@ def _local_dir(path: Path) -> Path:
         return path
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
-        return import_cached(ggufs[0], path.resolve().name)
+        return import_cached(ggufs[0], path.name)
     raise LoaderError(
         f"{path} is not a model directory: expected config.json, *.safetensors and a "
         "tokenizer (MLX/HF layout), or a single .gguf file"
@@ -184,7 +185,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     try:
         model, tokenizer, config = mlx_load(str(path), return_config=True)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # mx.load raises RuntimeError on corrupt weights, ModelArgs TypeError on bad configs.
         raise LoaderError(f"cannot load the model at {path}: {exc}") from exc
     device_is_gpu = mx.default_device().type == mx.gpu
     fast_blas = not blas.startswith("reference")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,6 @@ from vllm_mlx.bench.runner import level_prompts, log_failures, warmup_prompts
 from vllm_mlx.bench.stats import LevelStats, RequestRecord, chunk_itls, summarize
 
 logger = logging.getLogger("vllm_mlx.bench")
-
-LogitsProcessor = Callable[[Any, Any], Any]  # (tokens, logits) -> logits, as in mlx-lm
 
 
 def _preload_blas() -> None:
@@ -48,43 +46,23 @@ def load_baseline_model(cfg: BenchConfig) -> Any:
     return load_model(ModelConfig(model=cfg.baseline_model, dtype=cfg.dtype))
 
 
-def eos_mask(eos_ids: Iterable[int]) -> LogitsProcessor:
-    """A logits processor that forbids every EOS token (mlx-lm's ignore_eos)."""
-    import mlx.core as mx
-
-    ids = sorted(set(eos_ids))
-
-    def process(tokens: Any, logits: Any) -> Any:
-        valid = [i for i in ids if i < logits.shape[-1]]
-        if valid:
-            logits[..., mx.array(valid)] = -mx.inf
-        return logits
-
-    return process
-
-
 @dataclass(frozen=True)
 class DirectGenerator:
     """mlx-lm generation set up once per run, then timed request by request."""
 
     loaded: Any  # LoadedModel from the server's loader
     chat: Any  # backend.tokenizer.Tokenizer: the server's own chat-template path
-    sampler: Any  # mlx-lm sampler (greedy at temperature 0)
-    processors: tuple[LogitsProcessor, ...]  # the EOS mask
+    temperature: float  # 0 is greedy
     max_tokens: int  # tokens generated per request
 
     @classmethod
     def create(cls, loaded: Any, cfg: BenchConfig) -> DirectGenerator:
-        from mlx_lm.sample_utils import make_sampler
-
         from vllm_mlx.backend.tokenizer import Tokenizer
 
-        eos = set(loaded.eos_token_ids) | set(loaded.tokenizer.eos_token_ids)
         return cls(
             loaded=loaded,
             chat=Tokenizer(loaded.tokenizer, loaded.eos_token_ids),
-            sampler=make_sampler(temp=cfg.temperature),
-            processors=(eos_mask(eos),),
+            temperature=cfg.temperature,
             max_tokens=cfg.max_tokens,
         )
 
@@ -94,18 +72,11 @@ class DirectGenerator:
 
     def time_one(self, prompt: str) -> RequestRecord:
         """Generate one completion with mlx-lm and time every token."""
-        from mlx_lm.generate import stream_generate
+        from vllm_mlx.backend.reference import reference_generate
 
         start = time.perf_counter()  # templating counts toward TTFT, as on the server
         ids = self.encode(prompt)
-        steps = stream_generate(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            ids,
-            max_tokens=self.max_tokens,
-            sampler=self.sampler,
-            logits_processors=list(self.processors),
-        )
+        steps = reference_generate(self.loaded, ids, self.max_tokens, self.temperature)
         times = [time.perf_counter() for _ in steps]  # one step = one token
         if not times:
             return RequestRecord(ok=False, error="mlx-lm produced no tokens")

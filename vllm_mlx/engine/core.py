@@ -244,6 +244,16 @@ class EngineCore:
         return out
 
     def _retire(self, seq: SequenceState) -> None:
+        status = _status(seq)
+        log.info(
+            "request %s %s: %d prompt + %d completion tokens, ttft %s, %s tok/s",
+            seq.request_id,
+            seq.finish_reason.value if seq.finish_reason else "failed",
+            len(seq.prompt),
+            len(seq.output_ids),
+            f"{status.ttft_s:.3f}s" if status.ttft_s is not None else "-",
+            f"{status.tokens_per_second:.1f}" if status.tokens_per_second else "-",
+        )
         seq.cache = None
         seq.pending = None
         self._done_requests += 1

@@ -70,6 +70,7 @@ class SequenceState:
         self.output_ids: list[int] = []
         self.pending: SampleOutput | None = None  # sampled, not yet read back
         self.finished = False
+        self.finish_reason: FinishReason | None = None
         self._decoder = decoder
         self._detok = IncrementalDetokenizer(decoder.decode, request.prompt_token_ids)
         self._stops = StopStringMatcher(request.sampling.stop)
@@ -121,6 +122,7 @@ class SequenceState:
         if self.finished:
             return
         self.finished = True
+        self.finish_reason = reason
         if stop_sequence is None and reason is not FinishReason.ABORT:
             self._buf_text.append(self._stops.feed(self._detok.flush()).text)
             self._buf_text.append(self._stops.flush())

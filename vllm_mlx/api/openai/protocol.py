@@ -89,6 +89,8 @@ class SamplingFields(_Strict):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM extension, used by benchmarks
+    include_diagnostics: bool = False
+    diagnostics_level: Literal["basic", "deep"] = "basic"
 
     @field_validator("stop")
     @classmethod
@@ -135,8 +137,6 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    include_diagnostics: bool = False
-    diagnostics_level: Literal["basic", "deep"] = "basic"
     chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("top_logprobs")
@@ -153,5 +153,3 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
-    include_diagnostics: bool = False
-    diagnostics_level: Literal["basic", "deep"] = "basic"

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from vllm_mlx.api.context import ServingContext, new_id, request_id_of, serving
+from vllm_mlx.api.diagnostics import diagnostics_body
 from vllm_mlx.api.errors import APIError, from_validation_error
 from vllm_mlx.api.generation import collect
 from vllm_mlx.api.openai import adapter, render
@@ -85,6 +86,11 @@ async def _run(
     if results is None:
         return Response(status_code=499)
     payload = render.full_response(meta, results, len(prompts), logprobs is not None, echo)
+    if body.include_diagnostics:
+        usage = payload["usage"]
+        payload["diagnostics"] = diagnostics_body(
+            ctx, body.diagnostics_level, usage["prompt_tokens"], usage["completion_tokens"]
+        )
     return JSONResponse(payload)
 
 

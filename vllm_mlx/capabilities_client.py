@@ -1,0 +1,52 @@
+"""Typed helpers for clients that negotiate features with a vllm-mlx server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class CapabilitiesError(RuntimeError):
+    """The server did not return a usable capabilities document."""
+
+
+def fetch_capabilities(
+    base_url: str, api_key: str | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
+    """GET {base_url}/v1/capabilities (base_url with or without the /v1 suffix)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{root}/v1/capabilities", headers=headers, timeout=timeout)
+        response.raise_for_status()
+        caps = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CapabilitiesError(f"cannot read capabilities from {root}: {exc}") from exc
+    if not isinstance(caps, dict) or "features" not in caps:
+        raise CapabilitiesError(f"{root}/v1/capabilities is not a capabilities document")
+    return caps
+
+
+def summarize_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
+    """The facts runtime tooling usually branches on, with safe defaults."""
+    modalities = caps.get("modalities", {})
+    features = caps.get("features", {})
+    limits = caps.get("limits", {})
+    diagnostics = caps.get("diagnostics", {})
+    return {
+        "model": caps.get("model"),
+        "supports_multimodal": any(v for k, v in modalities.items() if k != "text"),
+        "supports_streaming": bool(features.get("streaming", False)),
+        "supports_tools": bool(features.get("tool_calling", False)),
+        "supports_reasoning": bool(features.get("reasoning", False)),
+        "supports_structured_output": bool(features.get("structured_output", False)),
+        "supports_request_diagnostics": bool(features.get("request_diagnostics", False)),
+        "strict_model_id": bool(features.get("strict_model_id", False)),
+        "diagnostics_levels": list(diagnostics.get("levels", [])),
+        "max_context_tokens": limits.get("max_context_tokens"),
+        "effective_context_tokens": limits.get("effective_context_tokens"),
+        "auth_required": bool(caps.get("auth", {}).get("enabled", False)),
+        "rate_limit_enabled": bool(caps.get("rate_limit", {}).get("enabled", False)),
+        "default_timeout_seconds": caps.get("defaults", {}).get("timeout_seconds"),
+    }
