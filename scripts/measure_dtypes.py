@@ -3,7 +3,7 @@
 Each configuration runs in its own process, because OpenBLAS can only be
 preloaded before MLX is imported (``VLLM_MLX_BLAS=none`` turns it off).
 
-    .venv/bin/python scripts/measure_dtypes.py            # markdown table on stdout
+    .venv/bin/python scripts/measure_dtypes.py            # markdown table on stdout (~5 min)
     .venv/bin/python scripts/measure_dtypes.py --json     # one JSON object per config
 """
 
@@ -21,11 +21,12 @@ from pathlib import Path
 DTYPES = ("float32", "bfloat16", "float16", "keep")
 BLAS_MODES = ("openblas", "none")
 PROMPT_TOKENS = 128
-DECODE_TOKENS = 128
+DECODE_TOKENS = 32
+REPEATS = 2  # best of N: the machine may be shared, and noise only ever slows a run down
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def worker(dtype: str, prompt_tokens: int, decode_tokens: int) -> dict[str, object]:
+def worker(dtype: str, prompt_tokens: int, decode_tokens: int, repeats: int) -> dict[str, object]:
     """Load the embedded model in ``dtype`` and time one prefill plus a greedy decode."""
     sys.path.insert(0, str(REPO_ROOT))
     from vllm_mlx.backend.loader import load_model
@@ -53,7 +54,9 @@ def worker(dtype: str, prompt_tokens: int, decode_tokens: int) -> dict[str, obje
         return prefill, time.perf_counter() - start
 
     run(prompt[:16], 4)  # warm-up: first calls pay for allocation and kernel setup
-    prefill_s, decode_s = run(prompt, decode_tokens)
+    timings = [run(prompt, decode_tokens) for _ in range(repeats)]
+    prefill_s = min(t[0] for t in timings)
+    decode_s = min(t[1] for t in timings)
     return {
         "dtype": dtype,
         "weights": loaded.dtype,
@@ -63,7 +66,7 @@ def worker(dtype: str, prompt_tokens: int, decode_tokens: int) -> dict[str, obje
     }
 
 
-def measure(dtype: str, blas: str, prompt_tokens: int, decode_tokens: int) -> dict[str, object]:
+def measure(dtype: str, blas: str, args: argparse.Namespace) -> dict[str, object]:
     """Run one configuration in a fresh process and return its result."""
     env = dict(os.environ)
     if blas == "none":
@@ -76,9 +79,11 @@ def measure(dtype: str, blas: str, prompt_tokens: int, decode_tokens: int) -> di
         "--worker",
         dtype,
         "--prompt-tokens",
-        str(prompt_tokens),
+        str(args.prompt_tokens),
         "--decode-tokens",
-        str(decode_tokens),
+        str(args.decode_tokens),
+        "--repeats",
+        str(args.repeats),
     ]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -102,19 +107,16 @@ def main() -> None:
     parser.add_argument("--worker", metavar="DTYPE", help=argparse.SUPPRESS)
     parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
     parser.add_argument("--decode-tokens", type=int, default=DECODE_TOKENS)
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="best of N runs")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
     args = parser.parse_args()
     if args.worker:
         logging.disable(logging.INFO)
-        result = worker(args.worker, args.prompt_tokens, args.decode_tokens)
+        result = worker(args.worker, args.prompt_tokens, args.decode_tokens, args.repeats)
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    rows = [
-        measure(dtype, blas, args.prompt_tokens, args.decode_tokens)
-        for blas in BLAS_MODES
-        for dtype in args.dtypes
-    ]
+    rows = [measure(dtype, blas, args) for blas in BLAS_MODES for dtype in args.dtypes]
     out = "\n".join(json.dumps(r) for r in rows) if args.json else table(rows)
     sys.stdout.write(out + "\n")
 

@@ -9,7 +9,16 @@ import argparse
 import logging
 import sys
 
-from vllm_mlx.config import DType, EngineConfig, ModelConfig, PolicyConfig, ServerConfig
+from vllm_mlx.config import (
+    CacheConfig,
+    CacheStrategy,
+    DType,
+    EngineConfig,
+    ModelConfig,
+    PolicyConfig,
+    RuntimeMode,
+    ServerConfig,
+)
 
 
 def _positive_float(text: str) -> float:
@@ -23,6 +32,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -53,6 +69,26 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap the context window below the model's (tokens)")  # fmt: skip
     p.add_argument("--prefill-chunk-tokens", type=_positive_int, default=512,
                    help="prompt tokens per prefill forward pass (default 512)")  # fmt: skip
+    g = p.add_argument_group("batching and KV cache")
+    g.add_argument("--runtime-mode", choices=[m.value for m in RuntimeMode], default="auto",
+                   help="simple: one request at a time; batched: continuous batching; "
+                        "auto: batched at --runtime-mode-threshold requests in flight")  # fmt: skip
+    g.add_argument("--runtime-mode-threshold", type=_positive_int, default=2,
+                   help="in-flight requests at which auto mode batches (default 2)")  # fmt: skip
+    g.add_argument("--continuous-batching", action="store_true",
+                   help="legacy switch: same as --runtime-mode batched")  # fmt: skip
+    g.add_argument("--max-num-seqs", type=_positive_int, default=64,
+                   help="most sequences decoded together (default 64)")  # fmt: skip
+    g.add_argument("--cache-strategy", choices=[s.value for s in CacheStrategy], default="auto",
+                   help="prefix-cache retention policy (see README; default auto)")  # fmt: skip
+    g.add_argument("--use-paged-cache", action="store_true",
+                   help="legacy switch: same as --cache-strategy paged")  # fmt: skip
+    g.add_argument("--cache-memory-mb", type=_positive_int, default=None,
+                   help="KV pool budget in MiB (default: a share of RAM)")  # fmt: skip
+    g.add_argument("--cache-memory-percent", type=_fraction, default=0.20,
+                   help="fraction of system RAM for the KV pool (default 0.20)")  # fmt: skip
+    g.add_argument("--block-size", type=_positive_int, default=16,
+                   help="tokens per KV block (default 16)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
 
@@ -70,6 +106,19 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             stream_interval=args.stream_interval,
             prefill_chunk_tokens=args.prefill_chunk_tokens,
             effective_context_tokens=args.effective_context_tokens,
+            runtime_mode=RuntimeMode.BATCHED
+            if args.continuous_batching
+            else RuntimeMode(args.runtime_mode),
+            runtime_mode_threshold=args.runtime_mode_threshold,
+            max_num_seqs=args.max_num_seqs,
+            cache=CacheConfig(
+                strategy=CacheStrategy.PAGED
+                if args.use_paged_cache and args.cache_strategy == "auto"
+                else CacheStrategy(args.cache_strategy),
+                block_size=args.block_size,
+                memory_mb=args.cache_memory_mb,
+                memory_percent=args.cache_memory_percent,
+            ),
         ),
         policy=PolicyConfig(timeout_s=args.timeout, strict_model_id=args.strict_model_id),
     )

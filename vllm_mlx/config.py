@@ -23,14 +23,41 @@ class ModelConfig:
     served_name: str | None = None  # id shown by /v1/models (defaults to the resolved id)
 
 
+class CacheStrategy(StrEnum):
+    """How finished requests' KV blocks are kept for prefix reuse (README: strategies)."""
+
+    AUTO = "auto"  # memory-aware
+    MEMORY_AWARE = "memory-aware"  # pool sized from available memory, cached share capped
+    PAGED = "paged"  # keep every cached block until its space is needed (LRU)
+    LEGACY = "legacy"  # keep only the most recent request's blocks
+
+
+class RuntimeMode(StrEnum):
+    AUTO = "auto"  # batched while enough requests are in flight, else simple
+    SIMPLE = "simple"  # one sequence at a time
+    BATCHED = "batched"  # continuous batching
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    strategy: CacheStrategy = CacheStrategy.AUTO
+    block_size: int = 16  # tokens per KV block
+    memory_mb: int | None = None  # KV pool budget; None = memory_percent of RAM
+    memory_percent: float = 0.20  # share of system RAM for the KV pool
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     default_max_tokens: int = 32768  # used when a request names none (clamped to context)
     default_temperature: float | None = None  # applied when a request omits temperature
     default_top_p: float | None = None  # applied when a request omits top_p
     stream_interval: int = 1  # tokens per streamed chunk
-    prefill_chunk_tokens: int = 512  # prompt tokens per forward pass during prefill
+    prefill_chunk_tokens: int = 512  # tokens per step: decode rows plus one prefill chunk
     effective_context_tokens: int | None = None  # override of the model's context window
+    runtime_mode: RuntimeMode = RuntimeMode.AUTO
+    runtime_mode_threshold: int = 2  # in-flight requests at which auto batches
+    max_num_seqs: int = 64  # sequences decoded together in batched mode
+    cache: CacheConfig = CacheConfig()
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -37,3 +39,16 @@ def device_info() -> DeviceInfo:
         str(mx.device_info().get("device_name", backend)) if hasattr(mx, "device_info") else backend
     )
     return DeviceInfo(kind, backend, name)
+
+
+def system_memory() -> tuple[int, int]:
+    """(total, available) bytes of system RAM; available falls back to total."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = total
+    if sys.platform.startswith("linux"):
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    return total, available

@@ -1,37 +1,69 @@
-"""Forward passes of an mlx-lm model. The only place the engine reaches mlx-lm."""
+"""Forward passes of an mlx-lm model over paged KV. The engine's only door to mlx-lm."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from vllm_mlx.backend.model import LoadedModel
+from vllm_mlx.backend.paged import PagedKVStorage, build_layout
 
-KVCache = list[Any]  # mlx-lm per-layer cache objects
+
+class UnsupportedModelError(RuntimeError):
+    """The architecture keeps state other than a plain KV cache (sliding, SSM)."""
 
 
 class ModelRunner:
-    """Runs prefill and decode steps for one sequence at a time."""
+    """Runs batched prefill and decode passes; one instance per loaded model.
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    Every pass is evaluated before it returns: the KV pools are then updated in
+    place (a pending reader of an older pool version would force MLX to copy it).
+    """
+
+    def __init__(self, loaded: LoadedModel, block_size: int) -> None:
         self._model = loaded.model
+        caches = make_prompt_cache(self._model)
+        if not all(type(c) is KVCache for c in caches):
+            kinds = sorted({type(c).__name__ for c in caches})
+            raise UnsupportedModelError(
+                f"{loaded.model_id} uses {', '.join(kinds)}; only standard attention is paged"
+            )
+        self.block_size = block_size
+        self.storage = PagedKVStorage(len(caches), block_size)
         self.vocab_size = _vocab_size(loaded)
 
-    def new_cache(self) -> KVCache:
-        return make_prompt_cache(self._model)
+    def bytes_per_token(self) -> int:
+        """KV bytes one token takes across all layers (creates the pools)."""
+        self.storage.ensure_blocks(1)
+        self.decode([0], [[0]], [0])
+        per_slot = self.storage.nbytes() // (self.storage.capacity_blocks * self.block_size)
+        return max(1, per_slot)
 
-    def prefill(self, token_ids: Sequence[int], cache: KVCache) -> None:
-        """Extend the cache with tokens whose logits are not needed."""
-        self._model(mx.array(token_ids, dtype=mx.int32)[None], cache=cache)
-        # Evaluate only the cache: lazy evaluation then skips the unused lm_head.
-        mx.eval([c.state for c in cache])
+    def prefill(self, token_ids: Sequence[int], block_table: Sequence[int], start: int) -> None:
+        """Write KV for tokens at positions [start, start + len); no logits."""
+        layout = build_layout([block_table], [start], len(token_ids), self.block_size)
+        self._forward(mx.array([list(token_ids)], dtype=mx.int32), layout)
+        mx.eval(self.storage.state())
 
-    def logits(self, tokens: mx.array, cache: KVCache) -> mx.array:
-        """Lazy next-token logits, shape (1, vocab), for input tokens of shape (1, L)."""
-        return self._model(tokens, cache=cache)[:, -1, :]
+    def decode(
+        self, tokens: Sequence[int], block_tables: Sequence[Sequence[int]], positions: Sequence[int]
+    ) -> mx.array:
+        """Next-token logits (B, vocab) for one new token per row."""
+        layout = build_layout(block_tables, positions, 1, self.block_size)
+        logits = self._forward(mx.array(list(tokens), dtype=mx.int32)[:, None], layout)
+        return logits[:, -1, :]
+
+    def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
+        self.storage.copy_block(src, dst, num_tokens)
+
+    def ensure_blocks(self, num_blocks: int) -> None:
+        self.storage.ensure_blocks(num_blocks)
+
+    def _forward(self, tokens: mx.array, layout: object) -> mx.array:
+        cache = [self.storage.layer(i, layout) for i in range(len(self.storage.keys))]  # type: ignore[arg-type]
+        return self._model(tokens, cache=cache)
 
 
 def _vocab_size(loaded: LoadedModel) -> int:
@@ -39,5 +71,4 @@ def _vocab_size(loaded: LoadedModel) -> int:
     size = config.get("vocab_size")
     if isinstance(size, int):
         return size
-    probe = loaded.model(mx.array([[0]], dtype=mx.int32))
-    return int(probe.shape[-1])
+    raise UnsupportedModelError(f"{loaded.model_id}: config.json has no vocab_size")

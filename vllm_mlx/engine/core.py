@@ -1,11 +1,12 @@
-"""The engine thread: admits requests, runs prefill and decode, emits events.
+"""The engine thread: schedules, runs prefill and batched decode, emits events.
 
 All MLX work happens on this one thread (MLX streams are thread-local and MLX
 is not safe to drive from several threads). Other threads talk to it only
 through :meth:`EngineCore.submit` and :meth:`EngineCore.abort`.
 
-Decode is pipelined as in mlx-lm: the forward pass for token t+1 is queued with
-``mx.async_eval`` before token t is read back and turned into text.
+One step = the scheduler's plan: copy-on-write block copies, prefill chunks
+(one forward each), then one decode forward for every generating sequence with
+each row sampled by its own request's sampler.
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from vllm_mlx.backend.memory import memory_snapshot
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.runner import ModelRunner
 from vllm_mlx.config import EngineConfig
+from vllm_mlx.engine.kv.manager import KVCacheManager
+from vllm_mlx.engine.kv_sizing import build_cache_manager
+from vllm_mlx.engine.runtime import RuntimeModeController
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
-from vllm_mlx.engine.scheduler import Scheduler
-from vllm_mlx.engine.sequence import (
-    EventSink,
-    Phase,
-    SampledToken,
-    SequenceState,
-    TextDecoder,
-)
+from vllm_mlx.engine.scheduler import Phase, Scheduler, StepPlan
+from vllm_mlx.engine.sequence import EventSink, SampledToken, SequenceState, TextDecoder
 from vllm_mlx.engine.types import (
+    CacheStats,
     EngineError,
     EngineStats,
     ErrorKind,
@@ -59,13 +58,12 @@ _Command = _Submit | _Abort | None  # None stops the thread
 
 
 class EngineCore:
-    """Owns the model and the step loop; runs on its own thread."""
+    """Owns the model, the KV cache and the step loop; runs on its own thread."""
 
     def __init__(self, load: Callable[[], LoadedModel], config: EngineConfig) -> None:
         self._load = load
         self._config = config
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
-        self._scheduler: Scheduler[SequenceState] = Scheduler(max_running=1)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vllm-mlx-engine", daemon=True)
         self.loaded: LoadedModel | None = None
@@ -105,14 +103,11 @@ class EngineCore:
         with self._stats_lock:
             return self._stats
 
-    # -- engine thread -------------------------------------------------------
+    # -- engine thread: set-up and loop ----------------------------------------
 
     def _main(self) -> None:
         try:
-            self.loaded = self._load()
-            self._runner = ModelRunner(self.loaded)
-            tok = self.loaded.tokenizer
-            self._decoder = TextDecoder(tok.decode, tok.eos_token_ids)
+            self._setup()
         except BaseException as exc:  # reported to the starting thread
             self.load_error = exc
             self._ready.set()
@@ -120,10 +115,32 @@ class EngineCore:
         self._ready.set()
         while self._drain_inbox(block=not self._scheduler.has_work):
             self._expire_deadlines()
-            self._scheduler.admit()
-            if self._scheduler.running:
-                self._step(self._scheduler.running[0])
+            self._scheduler.max_running = self._runtime.max_running(self._in_flight)
+            if self._scheduler.has_work:
+                self._step()
             self._publish_stats()
+
+    def _setup(self) -> None:
+        self.loaded = self._load()
+        cache_cfg = self._config.cache
+        self._runner = ModelRunner(self.loaded, cache_cfg.block_size)
+        self._kv: KVCacheManager = build_cache_manager(cache_cfg, self._runner.bytes_per_token())
+        self._scheduler: Scheduler[SequenceState] = Scheduler(
+            self._kv, max_running=1, token_budget=self._config.prefill_chunk_tokens
+        )
+        self._runtime = RuntimeModeController(self._config)
+        tok = self.loaded.tokenizer
+        self._decoder = TextDecoder(tok.decode, self.loaded.eos_token_ids)
+        log.info(
+            "KV cache: %d blocks of %d tokens (%s strategy)",
+            self._kv.pool.num_blocks,
+            cache_cfg.block_size,
+            cache_cfg.strategy.value,
+        )
+
+    @property
+    def _in_flight(self) -> int:
+        return len(self._scheduler.running) + len(self._scheduler.waiting)
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply queued commands; False once asked to stop."""
@@ -154,19 +171,15 @@ class EngineCore:
     def _accept(self, cmd: _Submit) -> None:
         req = cmd.request
         n_prompt = len(req.prompt_token_ids)
-        if n_prompt >= self._context_length or not n_prompt:
-            msg = f"prompt has {n_prompt} tokens; the context holds {self._context_length}"
+        limit = self._context_length
+        if not n_prompt or n_prompt >= limit:
+            msg = f"prompt has {n_prompt} tokens; the context holds {limit}"
             cmd.sink(EngineError(ErrorKind.INVALID_REQUEST, msg))
             return
         extra = [factory() for factory in req.logits_processors]
         sampler = RequestSampler(req.sampling, req.prompt_token_ids, self._runner.vocab_size, extra)
         seq = SequenceState(
-            req,
-            cmd.sink,
-            sampler,
-            self._decoder,
-            self._config.stream_interval,
-            self._context_length,
+            req, cmd.sink, sampler, self._decoder, self._config.stream_interval, limit
         )
         self._scheduler.add(seq)
 
@@ -189,73 +202,70 @@ class EngineCore:
                 log.warning("request %s timed out", seq.request_id)
                 self._finish(seq.request_id, FinishReason.TIMEOUT)
 
-    def _step(self, seq: SequenceState) -> None:
+    # -- engine thread: one step -----------------------------------------------
+
+    def _step(self) -> None:
         self._steps += 1
+        plan = self._scheduler.schedule()
+        for seq in plan.overflowed:
+            self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
+        for seq in plan.preempted:
+            log.info("preempted %s (KV cache full); it will be recomputed", seq.request_id)
         try:
-            if seq.phase is not Phase.GENERATION:
-                self._prefill_step(seq)
-            else:
-                self._decode_step(seq)
-        except Exception as exc:  # edge of the engine: fail this request, keep serving
-            log.exception("request %s failed in the engine", seq.request_id)
-            self._scheduler.remove(seq.request_id)
-            seq.finished = True
-            seq.sink(EngineError(ErrorKind.INTERNAL, f"engine failure: {exc}"))
-            self._retire(seq)
-            return
-        if seq.finished:
-            self._scheduler.remove(seq.request_id)
-            self._retire(seq)
+            self._execute(plan)
+        except Exception as exc:  # edge of the engine: fail the step's requests, keep serving
+            log.exception("engine step failed")
+            rows = [c.seq for c in plan.prefills] + plan.decodes
+            for seq in dict.fromkeys(rows):
+                self._scheduler.remove(seq.request_id)
+                self._fail(seq, ErrorKind.INTERNAL, f"engine failure: {exc}")
 
-    def _prefill_step(self, seq: SequenceState) -> None:
-        """Feed one chunk of the prompt; the last token's logits start decoding."""
-        if seq.cache is None:
-            seq.cache = self._runner.new_cache()
-            seq.phase = Phase.PREFILL
-        prompt = seq.prompt
-        body_end = len(prompt) - 1
-        if seq.prefilled < body_end:
-            end = min(body_end, seq.prefilled + self._config.prefill_chunk_tokens)
-            self._runner.prefill(prompt[seq.prefilled : end], seq.cache)
-            seq.prefilled = end
-            if seq.prefilled < body_end:
-                return
-        last = mx.array([[prompt[-1]]], dtype=mx.int32)
-        seq.pending = self._sample(seq, self._runner.logits(last, seq.cache))
-        seq.prefilled = len(prompt)
-        seq.phase = Phase.GENERATION
+    def _execute(self, plan: StepPlan[SequenceState]) -> None:
+        self._runner.ensure_blocks(self._kv.pool.high_water)
+        for copy in plan.copies:
+            self._runner.copy_block(copy.src, copy.dst, copy.num_tokens)
+        for chunk in plan.prefills:
+            seq, end = chunk.seq, chunk.start + chunk.length
+            assert seq.table is not None
+            self._runner.prefill(seq.tokens[chunk.start : end], seq.table.block_ids, chunk.start)
+            seq.num_computed = end
+            self._kv.commit(seq.table, seq.tokens[:end], len(seq.prompt))
+        if plan.decodes:
+            self._decode(plan.decodes)
 
-    def _decode_step(self, seq: SequenceState) -> None:
-        current = seq.pending
-        assert current is not None
-        logits = self._runner.logits(current.token[None], seq.cache)
-        if seq.sampler.needs_history:
-            # Processors read the Python history, so the pipeline waits for this token.
-            seq.append(_read_back(current))
-            seq.pending = None if seq.finished else self._sample(seq, logits)
-            return
-        nxt = self._sample(seq, logits)
-        seq.append(_read_back(current))
-        seq.pending = None if seq.finished else nxt
+    def _decode(self, rows: list[SequenceState]) -> None:
+        tables = [seq.table.block_ids for seq in rows if seq.table is not None]
+        positions = [len(seq.tokens) - 1 for seq in rows]
+        logits = self._runner.decode([seq.tokens[-1] for seq in rows], tables, positions)
+        outs = [seq.sampler.sample(logits[i : i + 1], seq.output_ids) for i, seq in enumerate(rows)]
+        mx.eval([a for out in outs for a in out.arrays()], self._runner.storage.state())
+        for seq, out, pos in zip(rows, outs, positions, strict=True):
+            seq.num_computed = pos + 1
+            assert seq.table is not None
+            self._kv.commit(seq.table, seq.tokens[: pos + 1], len(seq.prompt))
+            seq.append(_read_back(out))
+            if seq.finished:
+                self._scheduler.remove(seq.request_id)
+                self._retire(seq)
 
-    def _sample(self, seq: SequenceState, logits: mx.array) -> SampleOutput:
-        out = seq.sampler.sample(logits, seq.output_ids)
-        mx.async_eval(out.arrays())
-        return out
+    def _fail(self, seq: SequenceState, kind: ErrorKind, message: str) -> None:
+        seq.finished = True
+        seq.sink(EngineError(kind, message))
+        self._retire(seq)
 
     def _retire(self, seq: SequenceState) -> None:
         status = _status(seq)
         log.info(
-            "request %s %s: %d prompt + %d completion tokens, ttft %s, %s tok/s",
+            "request %s %s: %d prompt (%d cached, %s) + %d completion tokens, ttft %s, %s tok/s",
             seq.request_id,
             seq.finish_reason.value if seq.finish_reason else "failed",
             len(seq.prompt),
+            seq.cached_tokens,
+            seq.hit_type,
             len(seq.output_ids),
             f"{status.ttft_s:.3f}s" if status.ttft_s is not None else "-",
             f"{status.tokens_per_second:.1f}" if status.tokens_per_second else "-",
         )
-        seq.cache = None
-        seq.pending = None
         self._done_requests += 1
         self._prompt_tokens += len(seq.prompt)
         self._completion_tokens += len(seq.output_ids)
@@ -265,8 +275,8 @@ class EngineCore:
             self._finish(seq.request_id, FinishReason.ABORT)
 
     def _publish_stats(self) -> None:
-        requests = tuple(_status(seq) for seq in self._scheduler.all())
         mem = memory_snapshot()
+        pool = self._kv.pool
         stats = EngineStats(
             steps_executed=self._steps,
             num_running=len(self._scheduler.running),
@@ -277,7 +287,18 @@ class EngineCore:
             active_memory_bytes=mem.active_bytes,
             peak_memory_bytes=mem.peak_bytes,
             cache_memory_bytes=mem.cache_bytes,
-            requests=requests,
+            mode=self._runtime.mode_name(self._scheduler.max_running),
+            cache=CacheStats(
+                strategy=self._config.cache.strategy.value,
+                block_size=self._kv.block_size,
+                blocks_total=pool.num_blocks,
+                blocks_free=pool.num_free,
+                blocks_used=pool.num_used,
+                blocks_cached=pool.num_cached,
+                hit_rate=self._kv.hit_rate,
+                storage_bytes=self._runner.storage.nbytes(),
+            ),
+            requests=tuple(_status(seq) for seq in self._scheduler.all()),
         )
         with self._stats_lock:
             self._stats = stats
@@ -302,10 +323,11 @@ def _status(seq: SequenceState) -> RequestStatus:
         tps = len(seq.output_ids) / elapsed if elapsed > 0 else None
     return RequestStatus(
         request_id=seq.request_id,
-        phase=seq.phase.value,
+        phase=seq.phase.value if not seq.finished else Phase.GENERATION.value,
         generated_tokens=len(seq.output_ids),
         max_tokens=seq.request.sampling.max_tokens,
         cached_tokens=seq.cached_tokens,
+        cache_hit_type=seq.hit_type,
         ttft_s=ttft,
         tokens_per_second=tps,
     )

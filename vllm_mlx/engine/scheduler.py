@@ -1,47 +1,94 @@
-"""Waiting and running queues. Pure Python: no MLX, testable without a model."""
+"""Continuous-batching scheduler. Pure Python: no MLX, testable without a model.
+
+Every step it decides, in this order:
+
+1. decode rows: each generating sequence gets one KV slot; when the pool is
+   out of blocks the most recently admitted sequence is preempted (its blocks
+   are freed and it is requeued first in line, to be recomputed later);
+2. admission: waiting sequences join while ``max_running`` and free blocks allow;
+3. prefill chunks: prompts advance by at most the remaining token budget, so a
+   long prompt never stalls the running streams for more than one chunk.
+
+A sequence's tokens are its prompt plus its output. All but the last are fed
+by prefill; the last is always the input of its next decode row.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
+
+from vllm_mlx.engine.kv.manager import BlockCopy, BlockTable, KVCacheManager, PrefixMatch
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"  # waiting for admission (or preempted)
+    PREFILL = "prefill"  # feeding tokens[:-1] into the cache, chunk by chunk
+    GENERATION = "generation"  # one decode row per step
 
 
 class Schedulable(Protocol):
+    request_id: str
+    phase: Phase
+    table: BlockTable | None
+    match: PrefixMatch | None
+    num_computed: int  # tokens whose KV is in the cache
+
     @property
-    def request_id(self) -> str: ...
+    def tokens(self) -> list[int]: ...
 
 
 S = TypeVar("S", bound=Schedulable)
 
 
-class Scheduler(Generic[S]):
-    """First come, first served admission of up to ``max_running`` sequences."""
+@dataclass(frozen=True)
+class PrefillChunk(Generic[S]):
+    seq: S
+    start: int  # position of the chunk's first token
+    length: int
 
-    def __init__(self, max_running: int = 1) -> None:
-        if max_running < 1:
-            raise ValueError("max_running must be at least 1")
+
+@dataclass
+class StepPlan(Generic[S]):
+    """What one engine step runs; copies must happen before the forward passes."""
+
+    prefills: list[PrefillChunk[S]] = field(default_factory=list)
+    decodes: list[S] = field(default_factory=list)
+    copies: list[BlockCopy] = field(default_factory=list)
+    preempted: list[S] = field(default_factory=list)  # requeued this step
+    overflowed: list[S] = field(default_factory=list)  # cannot fit even alone: finish them
+
+    @property
+    def empty(self) -> bool:
+        return not (self.prefills or self.decodes)
+
+
+class Scheduler(Generic[S]):
+    """Waiting and running queues over one KV cache manager."""
+
+    def __init__(self, kv: KVCacheManager, max_running: int = 1, token_budget: int = 512) -> None:
+        if max_running < 1 or token_budget < 1:
+            raise ValueError("max_running and token_budget must be at least 1")
+        self.kv = kv
         self.max_running = max_running
+        self.token_budget = token_budget
         self.waiting: deque[S] = deque()
         self.running: list[S] = []
 
     def add(self, seq: S) -> None:
+        seq.phase = Phase.QUEUED
         self.waiting.append(seq)
 
-    def admit(self) -> list[S]:
-        """Move waiting sequences into the running set while there is room."""
-        admitted: list[S] = []
-        while self.waiting and len(self.running) < self.max_running:
-            seq = self.waiting.popleft()
-            self.running.append(seq)
-            admitted.append(seq)
-        return admitted
-
     def remove(self, request_id: str) -> S | None:
-        """Take a sequence out of whichever queue holds it."""
-        for i, seq in enumerate(self.running):
+        """Take a sequence out of whichever queue holds it and free its blocks."""
+        for seq in self.running:
             if seq.request_id == request_id:
-                return self.running.pop(i)
+                self.running.remove(seq)
+                self._release(seq)
+                return seq
         for seq in self.waiting:
             if seq.request_id == request_id:
                 self.waiting.remove(seq)
@@ -55,3 +102,108 @@ class Scheduler(Generic[S]):
     @property
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
+
+    # -- one step -------------------------------------------------------------
+
+    def schedule(self) -> StepPlan[S]:
+        plan: StepPlan[S] = StepPlan()
+        self._plan_decodes(plan)
+        self._admit()
+        self._plan_prefills(plan)
+        if plan.empty and self.running:
+            self._unblock(plan)
+        return plan
+
+    def _unblock(self, plan: StepPlan[S]) -> None:
+        """Prefills stuck on a full pool: requeue the newest, or give up on a lone one."""
+        seq = self.running[-1]
+        if len(self.running) > 1:
+            self._preempt(seq, plan)
+        else:
+            self.running.remove(seq)
+            self._release(seq)
+            plan.overflowed.append(seq)
+
+    def _plan_decodes(self, plan: StepPlan[S]) -> None:
+        for seq in list(self.running):
+            if seq.phase is not Phase.GENERATION or seq not in self.running:
+                continue
+            if self._make_room(seq, 1, plan):
+                plan.copies += self.kv.append_slots(self._table(seq), 1)
+                plan.decodes.append(seq)
+
+    def _make_room(self, seq: S, num_tokens: int, plan: StepPlan[S]) -> bool:
+        """Preempt later sequences until ``seq`` fits; False if it was preempted itself."""
+        while not self.kv.can_append(self._table(seq), num_tokens):
+            victim = self.running[-1]
+            if victim is seq and len(self.running) == 1:
+                self.running.remove(seq)
+                self._release(seq)
+                plan.overflowed.append(seq)
+                return False
+            self._preempt(victim, plan)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: S, plan: StepPlan[S]) -> None:
+        self.running.remove(seq)
+        if seq in plan.decodes:
+            plan.decodes.remove(seq)
+        self._release(seq)
+        seq.phase = Phase.QUEUED
+        self.waiting.appendleft(seq)
+        plan.preempted.append(seq)
+
+    def _admit(self) -> None:
+        reserve = len(self.running)  # one block of headroom per running sequence
+        while self.waiting and len(self.running) < self.max_running:
+            seq = self.waiting[0]
+            cached = self.kv.match_prefix(seq.tokens).num_tokens
+            need = -(-(len(seq.tokens) - cached) // self.kv.block_size)
+            if need + reserve > self.kv.pool.num_free and self.running:
+                return  # wait for blocks to free up; FIFO keeps arrival order fair
+            self.waiting.popleft()
+            seq.phase = Phase.PREFILL
+            self.running.append(seq)
+            reserve += 1
+
+    def _plan_prefills(self, plan: StepPlan[S]) -> None:
+        budget = self.token_budget - len(plan.decodes)
+        for seq in list(self.running):
+            if seq.phase is not Phase.PREFILL:
+                continue
+            if seq.table is None:
+                seq.table, seq.match = self.kv.begin(seq.tokens)
+                seq.num_computed = seq.match.num_tokens
+            remaining = len(seq.tokens) - 1 - seq.num_computed
+            length = min(remaining, budget, self._fits(seq.table, remaining))
+            if length > 0:
+                plan.copies += self.kv.append_slots(seq.table, length)
+                plan.prefills.append(PrefillChunk(seq, seq.num_computed, length))
+                budget -= length
+            if length == remaining and self.kv.can_append(seq.table, 1):
+                seq.phase = Phase.GENERATION  # its last token joins this step's decode
+                plan.copies += self.kv.append_slots(seq.table, 1)
+                plan.decodes.append(seq)
+            if budget <= 0:
+                return
+
+    def _fits(self, table: BlockTable, wanted: int) -> int:
+        """How many of ``wanted`` new tokens the free blocks can hold."""
+        bs = self.kv.block_size
+        free_in_tail = len(table.block_ids) * bs - table.num_tokens
+        cow = 1 if table.borrowed_tail else 0
+        spare = max(0, self.kv.pool.num_free - cow) * bs + free_in_tail
+        return max(0, min(wanted, spare))
+
+    def _table(self, seq: S) -> BlockTable:
+        if seq.table is None:
+            raise RuntimeError(f"sequence {seq.request_id} has no block table")
+        return seq.table
+
+    def _release(self, seq: S) -> None:
+        if seq.table is not None:
+            self.kv.free(seq.table)
+        seq.table = None
+        seq.num_computed = 0

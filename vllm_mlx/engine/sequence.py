@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
 from vllm_mlx.engine.detokenize import IncrementalDetokenizer
-from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
+from vllm_mlx.engine.kv.manager import BlockTable, PrefixMatch
+from vllm_mlx.engine.sampling import RequestSampler
+from vllm_mlx.engine.scheduler import Phase
 from vllm_mlx.engine.stop import StopStringMatcher
 from vllm_mlx.engine.types import (
     EngineEvent,
@@ -23,12 +23,6 @@ from vllm_mlx.engine.types import (
 )
 
 EventSink = Callable[[EngineEvent], None]
-
-
-class Phase(StrEnum):
-    QUEUED = "queued"
-    PREFILL = "prefill"
-    GENERATION = "generation"
 
 
 @dataclass(frozen=True)
@@ -64,11 +58,11 @@ class SequenceState:
         self.sink = sink
         self.sampler = sampler
         self.phase = Phase.QUEUED
-        self.cache: Any = None
-        self.prefilled = 0  # prompt tokens already in the cache
-        self.cached_tokens = 0  # prompt tokens reused from the prefix cache
+        self.table: BlockTable | None = None  # KV blocks, owned by the scheduler
+        self.match: PrefixMatch | None = None  # prefix-cache hit of the latest admission (kept)
+        self.num_computed = 0  # tokens whose KV is in the cache
+        self.tokens: list[int] = list(request.prompt_token_ids)  # prompt, then output
         self.output_ids: list[int] = []
-        self.pending: SampleOutput | None = None  # sampled, not yet read back
         self.finished = False
         self.finish_reason: FinishReason | None = None
         self._decoder = decoder
@@ -90,6 +84,15 @@ class SequenceState:
     def prompt(self) -> tuple[int, ...]:
         return self.request.prompt_token_ids
 
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache at admission."""
+        return min(self.match.num_tokens, len(self.prompt)) if self.match else 0
+
+    @property
+    def hit_type(self) -> str:
+        return self.match.hit_type.value if self.match else "miss"
+
     def append(self, sampled: SampledToken) -> None:
         """Record one generated token; emit a delta or the final event."""
         if self.first_token_time is None:
@@ -97,6 +100,7 @@ class SequenceState:
         params = self.request.sampling
         tid = sampled.token_id
         self.output_ids.append(tid)
+        self.tokens.append(tid)
         if not params.ignore_eos and (
             tid in self._decoder.eos_token_ids or tid in params.stop_token_ids
         ):

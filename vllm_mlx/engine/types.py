@@ -115,6 +115,18 @@ EngineEvent = TokenDelta | Finished | EngineError
 
 
 @dataclass(frozen=True)
+class CacheStats:
+    strategy: str = "none"
+    block_size: int = 0
+    blocks_total: int = 0
+    blocks_free: int = 0  # allocatable now (includes reclaimable cached blocks)
+    blocks_used: int = 0  # held by running sequences
+    blocks_cached: int = 0  # indexed for prefix reuse (in use or not)
+    hit_rate: float = 0.0  # share of prompt tokens served from the cache
+    storage_bytes: int = 0  # MLX memory of the KV pools
+
+
+@dataclass(frozen=True)
 class EngineStats:
     """A snapshot of engine counters for /v1/status and /metrics."""
 
@@ -127,6 +139,8 @@ class EngineStats:
     active_memory_bytes: int = 0  # MLX memory on the device that runs the model
     peak_memory_bytes: int = 0
     cache_memory_bytes: int = 0
+    mode: str = "simple"  # runtime mode in effect: simple or batched
+    cache: CacheStats = field(default_factory=CacheStats)
     requests: tuple[RequestStatus, ...] = field(default_factory=tuple)
 
 

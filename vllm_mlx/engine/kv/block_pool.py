@@ -15,7 +15,7 @@ A cached block with ref_count 0 stays findable until it is reallocated.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class NoFreeBlocks(RuntimeError):
@@ -35,7 +35,6 @@ class Block:
     parent_hash: int | None = None  # hash of the block before it in its sequence
     tokens: tuple[int, ...] = ()  # contents, kept to verify hash hits and match inside
     prompt_tokens: int = 0  # how many of those tokens were prompt (for hit types)
-    children: set[int] = field(default_factory=set)  # unused; kept for symmetry
 
 
 class BlockPool:
@@ -49,6 +48,8 @@ class BlockPool:
         self.blocks = [Block(i) for i in range(num_blocks)]
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._cached: dict[int, int] = {}
+        self.num_cached_free = 0  # cached blocks no sequence uses (the reusable cache)
+        self.high_water = 0  # one past the largest block id ever handed out
         self._children: dict[int | None, set[int]] = {}
 
     # -- counts ---------------------------------------------------------------
@@ -75,6 +76,7 @@ class BlockPool:
         block_id, _ = self._free.popitem(last=False)
         self._uncache(self.blocks[block_id])
         self.blocks[block_id].ref_count = 1
+        self.high_water = max(self.high_water, block_id + 1)
         return block_id
 
     def acquire(self, block_id: int) -> None:
@@ -82,6 +84,7 @@ class BlockPool:
         block = self.blocks[block_id]
         if block.ref_count == 0:
             del self._free[block_id]
+            self.num_cached_free -= block.hash is not None
         block.ref_count += 1
 
     def release(self, block_id: int, keep_cached: bool = True) -> None:
@@ -93,6 +96,7 @@ class BlockPool:
         if block.ref_count == 0:
             if not keep_cached:
                 self._uncache(block)
+            self.num_cached_free += block.hash is not None
             self._free[block_id] = None
 
     # -- the cached index -----------------------------------------------------
@@ -136,6 +140,8 @@ class BlockPool:
     def _uncache(self, block: Block) -> None:
         if block.hash is None:
             return
+        if block.ref_count == 0:
+            self.num_cached_free -= 1
         del self._cached[block.hash]
         siblings = self._children.get(block.parent_hash)
         if siblings is not None:
