@@ -14,6 +14,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -139,32 +140,35 @@ def dequantize_embedding(module: nn.QuantizedEmbedding, dtype: mx.Dtype) -> nn.E
     return embedding
 
 
+def _leaf_modules(model: nn.Module) -> list[nn.Module]:
+    flat = tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)
+    return [module for _, module in cast("list[tuple[str, nn.Module]]", flat)]
+
+
+def _arrays(tree: Any) -> list[mx.array]:
+    return [value for _, value in cast("list[tuple[str, mx.array]]", tree_flatten(tree))]
+
+
 def fp32_bytes(model: nn.Module) -> int:
     """Bytes the model's parameters would take in float32, quantized layers expanded."""
     total = 0
-    for _, module in tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module):
+    for module in _leaf_modules(model):
         if isinstance(module, _QUANTIZED):
             rows, packed = module["weight"].shape[:-1], module["weight"].shape[-1]
             total += math.prod(rows) * (packed * 32 // module.bits)
             total += module["bias"].size if "bias" in module else 0
         else:
-            total += sum(p.size for _, p in tree_flatten(module.parameters()))
+            total += sum(p.size for p in _arrays(module.parameters()))
     return total * 4
 
 
 def describe_dtype(model: nn.Module) -> str:
     """Human label of what the weights run in, e.g. ``float32`` or ``quantized(4/8-bit)``."""
-    bits = sorted(
-        {
-            m.bits
-            for _, m in tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)
-            if isinstance(m, _QUANTIZED)
-        }
-    )
+    bits = sorted({m.bits for m in _leaf_modules(model) if isinstance(m, _QUANTIZED)})
     if bits:
         return f"quantized({'/'.join(map(str, bits))}-bit)"
     sizes: dict[str, int] = {}
-    for _, p in tree_flatten(model.parameters()):
+    for p in _arrays(model.parameters()):
         if mx.issubdtype(p.dtype, mx.floating):
             name = str(p.dtype).removeprefix("mlx.core.")
             sizes[name] = sizes.get(name, 0) + p.size

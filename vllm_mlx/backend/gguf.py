@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from tokenizers import (
@@ -132,7 +132,9 @@ def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
 def read_gguf(path: Path) -> tuple[dict[str, mx.array], dict[str, Any]]:
     """Tensors and metadata of a GGUF file, with the architecture checked."""
     try:
-        weights, meta = mx.load(str(path), return_metadata=True)
+        weights, meta = cast(
+            "tuple[dict[str, mx.array], dict[str, Any]]", mx.load(str(path), return_metadata=True)
+        )
     except (RuntimeError, ValueError) as exc:
         raise GGUFImportError(f"cannot read GGUF file {path}: {exc}") from exc
     arch = _meta(meta, "general.architecture", "")

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vllm_mlx.backend.blas import preload_blas
 from vllm_mlx.backend.model import LoadedModel
@@ -184,7 +184,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     from vllm_mlx.backend.dtype import apply_dtype, choose_dtype, describe_dtype
 
     try:
-        model, tokenizer, config = mlx_load(str(path), return_config=True)
+        parts = mlx_load(str(path), return_config=True)
+        model, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", parts)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         # mx.load raises RuntimeError on corrupt weights, ModelArgs TypeError on bad configs.
         raise LoaderError(f"cannot load the model at {path}: {exc}") from exc

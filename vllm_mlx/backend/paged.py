@@ -29,7 +29,7 @@ class BatchLayout:
     offsets: mx.array  # (B,) position of each row's first new token
     write_slots: mx.array  # (B*L,) slot of every new token, row-major
     gather_slots: mx.array  # (B, Lmax) slot of every key position, padded
-    mask: mx.array  # (B, 1, L, Lmax) causal mask per row
+    mask: mx.array | str | None  # (B, 1, L, Lmax) per-row causal mask; simpler when B == 1
 
 
 def build_layout(
@@ -47,12 +47,17 @@ def build_layout(
     gather = tables[:, key_pos // block_size] * block_size + key_pos % block_size
     offsets = mx.array(list(positions), dtype=mx.int32)
     query_pos = offsets[:, None] + mx.arange(new_tokens, dtype=mx.int32)[None, :]
-    mask = key_pos[None, None, :] <= query_pos[:, :, None]
+    mask: mx.array | str | None
+    if len(block_tables) == 1:
+        # One row reads exactly its own positions: plain (bottom-right) causal attention.
+        mask = "causal" if new_tokens > 1 else None
+    else:
+        mask = (key_pos[None, None, :] <= query_pos[:, :, None])[:, None, :, :]
     return BatchLayout(
         offsets=offsets,
         write_slots=mx.take_along_axis(gather, query_pos, axis=1).reshape(-1),
         gather_slots=gather,
-        mask=mask[:, None, :, :],
+        mask=mask,
     )
 
 
@@ -134,7 +139,7 @@ class PagedLayerCache:
 
     def make_mask(
         self, n: int, return_array: bool = False, window_size: int | None = None
-    ) -> mx.array:
+    ) -> mx.array | str | None:
         if window_size is not None:
             raise NotImplementedError("sliding-window attention is not paged")
         return self._layout.mask
