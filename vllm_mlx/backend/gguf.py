@@ -40,7 +40,7 @@ from tokenizers import (
 )
 from tqdm import tqdm
 
-from vllm_mlx.backend.loader import LoaderError
+from vllm_mlx.backend.errors import LoaderError
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from vllm_mlx.backend.blas import preload_blas
+from vllm_mlx.backend.errors import LoaderError, ModelNotFoundError
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.paths import EMBEDDED_REQUIREMENT, embedded_gguf, gguf_import_dir
 from vllm_mlx.config import ModelConfig
@@ -51,14 +52,6 @@ _FALLBACK_CONTEXT = 4096
 # transformers uses a huge sentinel for "no limit" in model_max_length.
 _MAX_SANE_CONTEXT = 10_000_000
 _REPO_ID_RE = re.compile(r"(?:[\w.-]+/)?[\w.-]+")
-
-
-class LoaderError(Exception):
-    """A model could not be resolved, imported or loaded."""
-
-
-class ModelNotFoundError(LoaderError):
-    """The model spec names nothing we can find locally or download."""
 
 
 def resolve_model(spec: str | None) -> tuple[Path, str]:
