@@ -10,6 +10,7 @@ import logging
 import sys
 
 from vllm_mlx.config import (
+    AgentConfig,
     CacheConfig,
     CacheStrategy,
     DType,
@@ -89,6 +90,17 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction of system RAM for the KV pool (default 0.20)")  # fmt: skip
     g.add_argument("--block-size", type=_positive_int, default=16,
                    help="tokens per KV block (default 16)")  # fmt: skip
+    a = p.add_argument_group("agents: tool calls and reasoning")
+    a.add_argument("--enable-auto-tool-choice", action="store_true",
+                   help="parse tool calls the model writes (tool_choice auto)")  # fmt: skip
+    a.add_argument("--tool-call-parser", default=None, metavar="NAME",
+                   help="tool-call format: auto, mistral, qwen, llama, hermes, deepseek, kimi, "
+                        "granite, nemotron, xlam, functionary, glm47")  # fmt: skip
+    a.add_argument("--reasoning-parser", default=None, metavar="NAME",
+                   help="reasoning format: qwen3, deepseek_r1")  # fmt: skip
+    a.add_argument("--max-thinking-tokens", type=_positive_int, default=None,
+                   help="reasoning tokens before the rest is routed to content "
+                        "(needs --reasoning-parser)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
 
@@ -121,6 +133,28 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             ),
         ),
         policy=PolicyConfig(timeout_s=args.timeout, strict_model_id=args.strict_model_id),
+        agent=agent_config(args),
+    )
+
+
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    from vllm_mlx.parsers.reasoning.registry import reasoning_parser_names
+    from vllm_mlx.parsers.tools.registry import tool_parser_names
+
+    if args.tool_call_parser and args.tool_call_parser not in tool_parser_names():
+        raise SystemExit(f"--tool-call-parser must be one of {', '.join(tool_parser_names())}")
+    if args.reasoning_parser and args.reasoning_parser not in reasoning_parser_names():
+        names = ", ".join(reasoning_parser_names())
+        raise SystemExit(f"--reasoning-parser must be one of {names}")
+    if args.max_thinking_tokens is not None and not args.reasoning_parser:
+        raise SystemExit("--max-thinking-tokens needs --reasoning-parser")
+    if args.enable_auto_tool_choice and not args.tool_call_parser:
+        raise SystemExit("--enable-auto-tool-choice needs --tool-call-parser")
+    return AgentConfig(
+        enable_auto_tool_choice=args.enable_auto_tool_choice,
+        tool_call_parser=args.tool_call_parser,
+        reasoning_parser=args.reasoning_parser,
+        max_thinking_tokens=args.max_thinking_tokens,
     )
 
 

@@ -71,6 +71,16 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """Output parsing for agents: tool calls and reasoning."""
+
+    enable_auto_tool_choice: bool = False  # parse tool calls the model writes by itself
+    tool_call_parser: str | None = None  # family name, see parsers/tools/registry.py
+    reasoning_parser: str | None = None  # family name, see parsers/reasoning/registry.py
+    max_thinking_tokens: int | None = None  # reasoning beyond this is routed to content
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8000
@@ -78,3 +88,4 @@ class ServerConfig:
     model: ModelConfig = ModelConfig(model=None)
     engine: EngineConfig = EngineConfig()
     policy: PolicyConfig = PolicyConfig()
+    agent: AgentConfig = AgentConfig()

@@ -36,7 +36,7 @@ VOCAB: dict[int, bytes] = {
 PROMPT = (1, 2, 3, 7, 1)
 
 
-def decode(ids: Sequence[int]) -> str:
+def decode(ids: Sequence[int], skip_special_tokens: bool = True) -> str:
     return b"".join(VOCAB[i] for i in ids).decode("utf-8", errors="replace")
 
 

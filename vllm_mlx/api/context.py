@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.errors import APIError, ErrorType, InvalidRequest, ModelNotFound
 from vllm_mlx.backend.tokenizer import Tokenizer
-from vllm_mlx.config import EngineConfig, PolicyConfig
+from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
 from vllm_mlx.engine.client import EngineClient
 
 DEFAULT_MODEL_ALIAS = "default"
@@ -24,6 +25,8 @@ class ServingContext:
     model_context_length: int  # positions the model supports
     engine_config: EngineConfig
     policy: PolicyConfig
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    constraints: ConstraintBuilder | None = None  # None: structured output unavailable
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -81,3 +84,9 @@ def serving(request: Request) -> ServingContext:
 def request_id_of(request: Request) -> str:
     """The id the request-id middleware assigned (the caller's x-request-id if sent)."""
     return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
+
+
+def require_constraints(ctx: ServingContext, param: str) -> ConstraintBuilder:
+    if ctx.constraints is None:
+        raise InvalidRequest("structured output is not available on this server", param=param)
+    return ctx.constraints

@@ -19,3 +19,9 @@ class LoadedModel:
     dtype: str  # dtype the weights run in, e.g. "float32" or "quantized(4-bit)"
     blas: str  # BLAS that backs fp32 matmul on CPU ("openblas", "reference", "n/a")
     device: str  # "cpu" or "gpu"
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the logits (may exceed the tokenizer's vocabulary)."""
+        config = self.config.get("text_config", self.config)
+        return int(config.get("vocab_size") or len(self.tokenizer))

@@ -32,7 +32,7 @@ class ModelRunner:
             )
         self.block_size = block_size
         self.storage = PagedKVStorage(len(caches), block_size)
-        self.vocab_size = _vocab_size(loaded)
+        self.vocab_size = loaded.vocab_size
 
     def bytes_per_token(self) -> int:
         """KV bytes one token takes across all layers (creates the pools)."""
@@ -64,11 +64,3 @@ class ModelRunner:
     def _forward(self, tokens: mx.array, layout: object) -> mx.array:
         cache = [self.storage.layer(i, layout) for i in range(len(self.storage.keys))]  # type: ignore[arg-type]
         return self._model(tokens, cache=cache)
-
-
-def _vocab_size(loaded: LoadedModel) -> int:
-    config = loaded.config.get("text_config", loaded.config)
-    size = config.get("vocab_size")
-    if isinstance(size, int):
-        return size
-    raise UnsupportedModelError(f"{loaded.model_id}: config.json has no vocab_size")

@@ -24,10 +24,15 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self._hf.encode(text, add_special_tokens=add_special_tokens))
 
-    def decode(self, ids: Sequence[int]) -> str:
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         if self._fast is not None:
-            return str(self._fast.decode(list(ids), skip_special_tokens=True))
-        return str(self._hf.decode(list(ids), skip_special_tokens=True))
+            return str(self._fast.decode(list(ids), skip_special_tokens=skip_special_tokens))
+        return str(self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Text of every special token, to scrub them from content."""
+        return [str(t) for t in getattr(self._hf, "all_special_tokens", [])]
 
     def token_text(self, token_id: int) -> str:
         """One token as text, as OpenAI logprobs show it."""

@@ -23,6 +23,7 @@ import mlx.core as mx
 from vllm_mlx.backend.memory import memory_snapshot
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.runner import ModelRunner
+from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.kv_sizing import build_cache_manager
@@ -129,7 +130,7 @@ class EngineCore:
             self._kv, max_running=1, token_budget=self._config.prefill_chunk_tokens
         )
         self._runtime = RuntimeModeController(self._config)
-        tok = self.loaded.tokenizer
+        tok = Tokenizer(self.loaded.tokenizer, self.loaded.eos_token_ids)
         self._decoder = TextDecoder(tok.decode, self.loaded.eos_token_ids)
         log.info(
             "KV cache: %d blocks of %d tokens (%s strategy)",

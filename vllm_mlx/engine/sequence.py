@@ -34,10 +34,13 @@ class SampledToken:
     top: tuple[tuple[int, float], ...] = ()
 
 
+Decode = Callable[[Sequence[int], bool], str]  # (ids, skip_special_tokens) -> text
+
+
 class TextDecoder:
     """What the engine needs from a tokenizer to produce text."""
 
-    def __init__(self, decode: Callable[[Sequence[int]], str], eos_token_ids: frozenset[int]):
+    def __init__(self, decode: Decode, eos_token_ids: frozenset[int]):
         self.decode = decode
         self.eos_token_ids = eos_token_ids
 
@@ -66,7 +69,9 @@ class SequenceState:
         self.finished = False
         self.finish_reason: FinishReason | None = None
         self._decoder = decoder
-        self._detok = IncrementalDetokenizer(decoder.decode, request.prompt_token_ids)
+        skip = request.skip_special_tokens
+        self._decode = lambda ids: decoder.decode(ids, skip)
+        self._detok = IncrementalDetokenizer(self._decode, request.prompt_token_ids)
         self._stops = StopStringMatcher(request.sampling.stop)
         self._stream_interval = max(1, stream_interval)
         self._context_length = context_length
@@ -143,7 +148,7 @@ class SequenceState:
         self._buf_logprobs.clear()
 
     def _logprob(self, sampled: SampledToken) -> TokenLogprob:
-        decode = self._decoder.decode
+        decode = self._decode
         top = tuple(TopLogprob(t, decode([t]), lp) for t, lp in sampled.top)
         logprob = sampled.logprob if sampled.logprob is not None else 0.0
         return TokenLogprob(sampled.token_id, decode([sampled.token_id]), logprob, top)

@@ -59,6 +59,7 @@ class GenerationRequest:
     deadline: float | None = None  # time.monotonic() after which it times out
     logits_processors: tuple[LogitsProcessorFactory, ...] = ()  # grammar masks etc.
     arrival_time: float = 0.0  # time.monotonic() at submission
+    skip_special_tokens: bool = True  # False when a parser needs marker tokens as text
 
 
 @dataclass(frozen=True)

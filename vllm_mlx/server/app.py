@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from vllm_mlx import __version__
 from vllm_mlx.api import system
+from vllm_mlx.api.anthropic import routes as anthropic_routes
+from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import install_error_handlers
 from vllm_mlx.api.openai import routes as openai_routes
@@ -42,13 +44,16 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = await engine.start()
         app.state.device = {**asdict(device_info()), "dtype": loaded.dtype, "blas": loaded.blas}
+        tokenizer = Tokenizer(loaded.tokenizer, loaded.eos_token_ids)
         app.state.serving = ServingContext(
             engine=engine,
-            tokenizer=Tokenizer(loaded.tokenizer, loaded.eos_token_ids),
+            tokenizer=tokenizer,
             model_id=config.model.served_name or loaded.model_id,
             model_context_length=loaded.context_length,
             engine_config=config.engine,
             policy=config.policy,
+            agent=config.agent,
+            constraints=ConstraintBuilder(tokenizer, loaded.vocab_size),
         )
         log.info("serving %s (context %d tokens)", loaded.model_id, loaded.context_length)
         try:
@@ -62,6 +67,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(status.router)
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.add_middleware(ConcurrencyMiddleware, counter=app.state.concurrency)
     app.add_middleware(RequestIdMiddleware)
     return app

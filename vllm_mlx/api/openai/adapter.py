@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from vllm_mlx.api.context import ServingContext
+from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.openai.protocol import (
     ChatCompletionRequest,
@@ -14,8 +17,9 @@ from vllm_mlx.api.openai.protocol import (
     SamplingFields,
     TextPart,
 )
+from vllm_mlx.api.output import OutputProcessor, ToolMode, processor_factory
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.engine.types import GenerationRequest, SamplingParams
+from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
 
 def sampling_params(
@@ -78,13 +82,23 @@ def _message_text(message: ChatMessage) -> str | None:
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """Messages as HF chat templates expect them."""
+    """Messages as HF chat templates expect them (tool-call arguments as objects)."""
     out: list[dict[str, Any]] = []
     for m in messages:
         item: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
         item["content"] = _message_text(m) or ""
         if m.tool_calls:
-            item["tool_calls"] = [tc.model_dump() for tc in m.tool_calls]
+            item["tool_calls"] = [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {
+                        "name": tc.function.name,
+                        "arguments": _json_or_text(tc.function.arguments),
+                    },
+                }
+                for tc in m.tool_calls
+            ]
         if m.tool_call_id:
             item["tool_call_id"] = m.tool_call_id
         if m.name:
@@ -93,29 +107,103 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _refuse_unsupported_chat(body: ChatCompletionRequest) -> None:
-    if body.response_format is not None and body.response_format.type != "text":
-        raise InvalidRequest(
-            f"response_format '{body.response_format.type}' is not supported yet",
-            param="response_format",
-        )
-    choice = body.tool_choice
-    if choice not in (None, "auto", "none"):
-        raise InvalidRequest(
-            "tool_choice 'required' or a named function is not supported yet", "tool_choice"
-        )
-
-
-def chat_prompt(body: ChatCompletionRequest, ctx: ServingContext) -> list[int]:
-    """Render and tokenize the conversation (CPU work: run it off the event loop)."""
-    _refuse_unsupported_chat(body)
-    tools = body.tools if body.tool_choice != "none" else None
+def _json_or_text(text: str) -> Any:
     try:
-        return ctx.tokenizer.encode_chat(
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A request turned into token ids plus how to constrain and parse its output."""
+
+    prompts: list[list[int]]
+    logits_processors: tuple[LogitsProcessorFactory, ...] = ()
+    output: Callable[[], OutputProcessor] = OutputProcessor
+    skip_special_tokens: bool = True
+
+
+def _tool_mode(body: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolMode, str | None]:
+    """How tools are used, and the forced function name if one is named."""
+    choice = body.tool_choice
+    if not body.tools or choice == "none":
+        if isinstance(choice, dict) or choice == "required":
+            raise InvalidRequest("tool_choice needs a non-empty tools list", "tool_choice")
+        return ToolMode.NONE, None
+    if choice == "required":
+        return ToolMode.FORCED, None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        names = {(t.get("function") or {}).get("name") for t in body.tools}
+        if choice.get("type") != "function" or not name or name not in names:
+            raise InvalidRequest(
+                "tool_choice must name one of the tools: "
+                '{"type": "function", "function": {"name": ...}}',
+                "tool_choice",
+            )
+        return ToolMode.FORCED, str(name)
+    if choice not in (None, "auto"):
+        raise InvalidRequest(
+            f"tool_choice '{choice}' is not one of none, auto, required", "tool_choice"
+        )
+    if not (ctx.agent.enable_auto_tool_choice and ctx.agent.tool_call_parser):
+        raise InvalidRequest(
+            '"auto" tool choice requires the server to run with --enable-auto-tool-choice '
+            "and --tool-call-parser; or send tool_choice 'required' or a named function",
+            "tool_choice",
+        )
+    return ToolMode.AUTO, None
+
+
+def _response_format(
+    body: ChatCompletionRequest, ctx: ServingContext
+) -> LogitsProcessorFactory | None:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    constraints = require_constraints(ctx, "response_format")
+    if fmt.type == "json_object":
+        return constraints.json_object()
+    spec = fmt.json_schema or {}
+    schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else None
+    if schema is None:
+        raise InvalidRequest(
+            "response_format.json_schema.schema must be an object", "response_format"
+        )
+    return constraints.json_schema(schema, "response_format")
+
+
+def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPrompt:
+    """Template, tokenize and set up constraints and parsers (CPU work: off the event loop)."""
+    mode, forced_name = _tool_mode(body, ctx)
+    tools = body.tools if mode is not ToolMode.NONE else None
+    processors: list[LogitsProcessorFactory] = []
+    if mode is ToolMode.FORCED:
+        assert tools is not None
+        processors.append(
+            require_constraints(ctx, "tool_choice").tool_call(tools, forced_name, "tool_choice")
+        )
+    elif (json_format := _response_format(body, ctx)) is not None:
+        processors.append(json_format)
+    try:
+        text = ctx.tokenizer.render_chat(
             template_messages(body.messages), tools=tools, **(body.chat_template_kwargs or {})
         )
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
+    output = processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text)
+    return PreparedPrompt(
+        [ctx.tokenizer.encode(text, add_special_tokens=False)],
+        tuple(processors),
+        output,
+        # Some families write their call markers as special tokens.
+        skip_special_tokens=mode is not ToolMode.AUTO,
+    )
+
+
+def prepare_completion(body: CompletionRequest, ctx: ServingContext) -> PreparedPrompt:
+    return PreparedPrompt(completion_prompts(body, ctx))
 
 
 def completion_prompts(body: CompletionRequest, ctx: ServingContext) -> list[list[int]]:
@@ -147,7 +235,7 @@ def completion_prompts(body: CompletionRequest, ctx: ServingContext) -> list[lis
 
 def generation_requests(
     request_id: str,
-    prompts: list[list[int]],
+    prepared: PreparedPrompt,
     body: SamplingFields,
     ctx: ServingContext,
     requested_max: int | None,
@@ -157,12 +245,20 @@ def generation_requests(
     out = []
     deadline = ctx.deadline()
     now = time.monotonic()
-    for p_index, prompt in enumerate(prompts):
+    for p_index, prompt in enumerate(prepared.prompts):
         max_tokens = ctx.resolve_max_tokens(requested_max, len(prompt))
         for c in range(body.n):
             index = p_index * body.n + c
             params = sampling_params(body, ctx, max_tokens, index, logprobs)
             out.append(
-                GenerationRequest(f"{request_id}-{index}", tuple(prompt), params, deadline, (), now)
+                GenerationRequest(
+                    f"{request_id}-{index}",
+                    tuple(prompt),
+                    params,
+                    deadline,
+                    prepared.logits_processors,
+                    now,
+                    prepared.skip_special_tokens,
+                )
             )
     return out

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vllm_mlx.api.errors import APIError
 from vllm_mlx.api.generation import ChoiceResult, merged_events, raise_for_event
+from vllm_mlx.api.output import OutputAccumulator, OutputDelta, OutputProcessor
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.engine.types import (
     Finished,
@@ -88,21 +89,44 @@ def completion_logprobs(items: Sequence[TokenLogprob], offset: int) -> dict[str,
     }
 
 
+def _finish_reason(finished: Finished, tool_calls: bool) -> str:
+    return "tool_calls" if tool_calls else _FINISH[finished.reason]
+
+
+def _message(out: OutputAccumulator) -> dict[str, Any]:
+    calls = out.tool_calls()
+    message: dict[str, Any] = {"role": "assistant", "content": out.content_text}
+    if calls and not out.content_text:
+        message["content"] = None
+    if out.reasoning_text is not None:
+        message["reasoning"] = message["reasoning_content"] = out.reasoning_text
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
+
+
 def full_response(
     meta: ResponseMeta,
     results: list[ChoiceResult],
     prompt_count: int,
     want_logprobs: bool,
     echo_texts: Sequence[str] = (),
+    make_output: Callable[[], OutputProcessor] = OutputProcessor,
 ) -> dict[str, Any]:
     choices = []
     for i, r in enumerate(results):
         assert r.finished is not None
-        finish = _FINISH[r.finished.reason]
+        processor, out = make_output(), OutputAccumulator()
+        out.add(processor.feed(r.text, len(r.token_ids)))
+        out.add(processor.finish())
+        finish = _finish_reason(r.finished, processor.saw_tool_call)
         if meta.chat:
             choice: dict[str, Any] = {
                 "index": i,
-                "message": {"role": "assistant", "content": r.text},
+                "message": _message(out),
                 "logprobs": chat_logprobs(r.logprobs) if want_logprobs else None,
                 "finish_reason": finish,
             }
@@ -110,7 +134,7 @@ def full_response(
             prefix = echo_texts[i] if echo_texts else ""
             choice = {
                 "index": i,
-                "text": prefix + r.text,
+                "text": prefix + out.content_text,
                 "logprobs": completion_logprobs(r.logprobs, len(prefix)) if want_logprobs else None,
                 "finish_reason": finish,
             }
@@ -140,6 +164,73 @@ class StreamOptions:
     prompt_count: int
     timeout_s: float
     echo_texts: tuple[str, ...] = ()
+    make_output: Callable[[], OutputProcessor] = OutputProcessor
+
+
+class _ChoiceStream:
+    """Turns one choice's engine events into OpenAI chunk choices."""
+
+    def __init__(self, meta: ResponseMeta, index: int, opts: StreamOptions) -> None:
+        self.meta, self.index, self.opts = meta, index, opts
+        self.processor = opts.make_output()
+        self.text_offset = len(opts.echo_texts[index]) if opts.echo_texts else 0
+
+    def delta(self, event: TokenDelta) -> dict[str, Any] | None:
+        out = self.processor.feed(event.text, len(event.token_ids))
+        logprobs = event.logprobs if self.opts.want_logprobs else ()
+        if out.empty and not logprobs:
+            return None
+        choice = self._choice(out, logprobs, None)
+        self.text_offset += len(out.content)
+        return choice
+
+    def final(self, event: Finished) -> dict[str, Any]:
+        out = self.processor.finish()
+        return self._choice(out, (), _finish_reason(event, self.processor.saw_tool_call), event)
+
+    def _choice(
+        self,
+        out: OutputDelta,
+        logprobs: Sequence[TokenLogprob],
+        finish: str | None,
+        event: Finished | None = None,
+    ) -> dict[str, Any]:
+        lp: dict[str, Any] | None = None
+        if logprobs:
+            chat = self.meta.chat
+            lp = (
+                chat_logprobs(logprobs) if chat else completion_logprobs(logprobs, self.text_offset)
+            )
+        choice: dict[str, Any] = {"index": self.index}
+        if self.meta.chat:
+            choice["delta"] = _chat_delta(out)
+        else:
+            choice["text"] = out.content
+        choice["logprobs"] = lp
+        choice["finish_reason"] = finish
+        if event is not None and event.stop_sequence is not None:
+            choice["stop_reason"] = event.stop_sequence
+        return choice
+
+
+def _chat_delta(out: OutputDelta) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if out.reasoning:
+        delta["reasoning"] = delta["reasoning_content"] = out.reasoning
+    if out.content:
+        delta["content"] = out.content
+    if out.tool_calls:
+        calls = []
+        for call in out.tool_calls:
+            item: dict[str, Any] = {"index": call.index}
+            function: dict[str, Any] = {"arguments": call.arguments}
+            if call.name is not None:
+                item["id"], item["type"] = call.id, "function"
+                function["name"] = call.name
+            item["function"] = function
+            calls.append(item)
+        delta["tool_calls"] = calls
+    return delta
 
 
 async def stream_response(
@@ -153,32 +244,26 @@ async def stream_response(
     base = {"id": meta.id, "object": chunk_object, "created": meta.created, "model": meta.model}
     usage_field = {"usage": None} if opts.include_usage else {}
     usages: dict[int, Usage] = {}  # by choice index: usage_body relies on that order
-    offsets = [len(t) for t in opts.echo_texts] or [0] * len(requests)
+    streams = [_ChoiceStream(meta, i, opts) for i in range(len(requests))]
     if meta.chat:
         for i in range(len(requests)):
             first = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                      "finish_reason": None}  # fmt: skip
             yield sse({**base, "choices": [first], **usage_field})
     for i, text in enumerate(opts.echo_texts):
-        yield sse(
-            {**base, "choices": [_text_choice(meta, i, text, None, None, opts)], **usage_field}
-        )
+        echo = {"index": i, "text": text, "logprobs": None, "finish_reason": None}
+        yield sse({**base, "choices": [echo], **usage_field})
     try:
         async for index, event in merged_events(engine, requests):
             raise_for_event(event, opts.timeout_s)
+            choice: dict[str, Any] | None = None
             if isinstance(event, TokenDelta):
-                if not event.text and not (opts.want_logprobs and event.logprobs):
-                    continue
-                choice = _text_choice(
-                    meta, index, event.text, event.logprobs, None, opts, offsets[index]
-                )
-                offsets[index] += len(event.text)
+                choice = streams[index].delta(event)
             elif isinstance(event, Finished):
                 usages[index] = event.usage
-                choice = _text_choice(meta, index, "", (), event, opts)
-            else:
-                continue
-            yield sse({**base, "choices": [choice], **usage_field})
+                choice = streams[index].final(event)
+            if choice is not None:
+                yield sse({**base, "choices": [choice], **usage_field})
     except APIError as exc:
         yield sse(exc.openai_body())
         yield sse("[DONE]")
@@ -187,30 +272,6 @@ async def stream_response(
         ordered = [usages[i] for i in sorted(usages)]
         yield sse({**base, "choices": [], "usage": usage_body(ordered, opts.prompt_count)})
     yield sse("[DONE]")
-
-
-def _text_choice(
-    meta: ResponseMeta,
-    index: int,
-    text: str,
-    logprobs: Sequence[TokenLogprob] | None,
-    finished: Finished | None,
-    opts: StreamOptions,
-    text_offset: int = 0,
-) -> dict[str, Any]:
-    lp: dict[str, Any] | None = None
-    if opts.want_logprobs and logprobs:
-        lp = chat_logprobs(logprobs) if meta.chat else completion_logprobs(logprobs, text_offset)
-    choice: dict[str, Any] = {"index": index}
-    if meta.chat:
-        choice["delta"] = {"content": text} if text else {}
-    else:
-        choice["text"] = text
-    choice["logprobs"] = lp
-    choice["finish_reason"] = _FINISH[finished.reason] if finished else None
-    if finished is not None and finished.stop_sequence is not None:
-        choice["stop_reason"] = finished.stop_sequence
-    return choice
 
 
 def now() -> int:

@@ -4,80 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
 
 from vllm_mlx.api.context import ServingContext, new_id, request_id_of, serving
 from vllm_mlx.api.diagnostics import diagnostics_body
-from vllm_mlx.api.errors import APIError, from_validation_error
 from vllm_mlx.api.generation import collect
+from vllm_mlx.api.http import parse_body, until_disconnect
 from vllm_mlx.api.openai import adapter, render
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-
-
-async def parse_body(request: Request, model: type[M]) -> M:
-    """Strict JSON parsing with OpenAI-shaped errors instead of FastAPI's 422."""
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type:
-        raise APIError(f"Content-Type must be application/json, not '{content_type}'", status=415)
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise from_validation_error(list(exc.errors())) from None
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Run work, cancelling it (and so aborting generation) if the client leaves."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        watcher.cancel()
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    log.info("client disconnected (499): request %s", request_id_of(request))
-    return None
-
 
 async def _run(
     request: Request,
     ctx: ServingContext,
-    prepare: Callable[[], list[list[int]]],
+    prepare: Callable[[], adapter.PreparedPrompt],
     body: ChatCompletionRequest | CompletionRequest,
     chat: bool,
 ) -> Response:
     ctx.check_model(body.model)
-    prompts = await asyncio.to_thread(prepare)
+    prepared = await asyncio.to_thread(prepare)
+    prompts = prepared.prompts
     logprobs = _logprobs_setting(body)
     requested_max = getattr(body, "max_completion_tokens", None) or body.max_tokens
     request_id = request_id_of(request)
-    gen = adapter.generation_requests(request_id, prompts, body, ctx, requested_max, logprobs)
+    gen = adapter.generation_requests(request_id, prepared, body, ctx, requested_max, logprobs)
     meta = render.ResponseMeta(
         new_id("chatcmpl-" if chat else "cmpl-"), body.model, render.now(), chat
     )
     echo = _echo_texts(body, prompts, ctx)
     if body.stream:
         opts = render.StreamOptions(
-            body.include_usage, logprobs is not None, len(prompts), ctx.policy.timeout_s, echo
+            body.include_usage,
+            logprobs is not None,
+            len(prompts),
+            ctx.policy.timeout_s,
+            echo,
+            prepared.output,
         )
         return StreamingResponse(
             render.stream_response(ctx.engine, gen, meta, opts), media_type="text/event-stream"
@@ -85,7 +54,9 @@ async def _run(
     results = await until_disconnect(request, collect(ctx.engine, gen, ctx.policy.timeout_s))
     if results is None:
         return Response(status_code=499)
-    payload = render.full_response(meta, results, len(prompts), logprobs is not None, echo)
+    payload = render.full_response(
+        meta, results, len(prompts), logprobs is not None, echo, prepared.output
+    )
     if body.include_diagnostics:
         usage = payload["usage"]
         payload["diagnostics"] = diagnostics_body(
@@ -111,11 +82,11 @@ def _echo_texts(body: Any, prompts: list[list[int]], ctx: ServingContext) -> tup
 async def chat_completions(request: Request) -> Response:
     ctx = serving(request)
     body = await parse_body(request, ChatCompletionRequest)
-    return await _run(request, ctx, lambda: [adapter.chat_prompt(body, ctx)], body, chat=True)
+    return await _run(request, ctx, lambda: adapter.prepare_chat(body, ctx), body, chat=True)
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     ctx = serving(request)
     body = await parse_body(request, CompletionRequest)
-    return await _run(request, ctx, lambda: adapter.completion_prompts(body, ctx), body, chat=False)
+    return await _run(request, ctx, lambda: adapter.prepare_completion(body, ctx), body, chat=False)

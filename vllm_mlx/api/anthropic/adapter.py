@@ -1,0 +1,219 @@
+"""Anthropic Messages requests → internal generation requests (not via OpenAI shapes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from vllm_mlx.api.anthropic.protocol import (
+    CountTokensRequest,
+    ImageBlock,
+    Message,
+    MessagesRequest,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from vllm_mlx.api.context import ServingContext, require_constraints
+from vllm_mlx.api.errors import InvalidRequest
+from vllm_mlx.api.openai.adapter import PreparedPrompt
+from vllm_mlx.api.output import ToolMode, processor_factory
+from vllm_mlx.backend.tokenizer import TemplateError
+from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# The guide's defaults for /v1/messages when neither request nor server sets them.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+
+
+def _system_text(system: str | list[TextBlock] | None) -> str | None:
+    if system is None or isinstance(system, str):
+        return system
+    return "\n\n".join(block.text for block in system)
+
+
+def _no_images() -> InvalidRequest:
+    return InvalidRequest(
+        "This model does not accept image or document input; send text content only.",
+        param="messages",
+    )
+
+
+def _tool_result_text(block: ToolResultBlock) -> str:
+    if block.content is None or isinstance(block.content, str):
+        text = block.content or ""
+    else:
+        if any(isinstance(part, ImageBlock) for part in block.content):
+            raise _no_images()
+        text = "".join(part.text for part in block.content if isinstance(part, TextBlock))
+    return f"Error: {text}" if block.is_error else text
+
+
+def _user_messages(message: Message) -> list[dict[str, Any]]:
+    """A user turn: tool results become tool messages, the rest one user message."""
+    if isinstance(message.content, str):
+        return [{"role": "user", "content": message.content}]
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for block in message.content:
+        if isinstance(block, ToolResultBlock):
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": block.tool_use_id,
+                    "content": _tool_result_text(block),
+                }
+            )
+        elif isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ImageBlock):
+            raise _no_images()
+    if texts:
+        out.append({"role": "user", "content": "\n".join(texts)})
+    return out
+
+
+def _assistant_message(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": "assistant", "content": message.content}
+    texts, calls = [], []
+    for block in message.content:
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            function = {"name": block.name, "arguments": block.input}
+            calls.append({"id": block.id, "type": "function", "function": function})
+        elif not isinstance(block, ThinkingBlock):  # earlier thinking is not replayed
+            raise InvalidRequest(f"assistant messages cannot hold {block.type} blocks", "messages")
+    item: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+    if calls:
+        item["tool_calls"] = calls
+    return item
+
+
+def template_messages(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    system = _system_text(body.system)
+    if system:
+        out.append({"role": "system", "content": system})
+    for message in body.messages:
+        if message.role == "user":
+            out.extend(_user_messages(message))
+        else:
+            out.append(_assistant_message(message))
+    return out
+
+
+def template_tools(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]] | None:
+    if not body.tools:
+        return None
+    for tool in body.tools:
+        if tool.type not in (None, "custom"):
+            raise InvalidRequest(f"server tool '{tool.type}' is not supported", "tools")
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description or "",
+                "parameters": t.input_schema,
+            },
+        }
+        for t in body.tools
+    ]
+
+
+def _tool_mode(
+    body: MessagesRequest | CountTokensRequest, ctx: ServingContext
+) -> tuple[ToolMode, str | None]:
+    choice = body.tool_choice.type if body.tool_choice else "auto"
+    if not body.tools or choice == "none":
+        return ToolMode.NONE, None
+    if choice == "any":
+        return ToolMode.FORCED, None
+    if choice == "tool":
+        name = body.tool_choice.name if body.tool_choice else None
+        if name not in {t.name for t in body.tools}:
+            raise InvalidRequest("tool_choice.name must be one of the tools", "tool_choice")
+        return ToolMode.FORCED, name
+    if ctx.agent.enable_auto_tool_choice and ctx.agent.tool_call_parser:
+        return ToolMode.AUTO, None
+    # Agents (Claude Code) always offer tools; without a parser they get plain text.
+    log.warning("tools offered but no --tool-call-parser is set: tool calls stay text")
+    return ToolMode.NONE, None
+
+
+def render_prompt(
+    body: MessagesRequest | CountTokensRequest, ctx: ServingContext
+) -> tuple[str, ToolMode, str | None]:
+    mode, forced = _tool_mode(body, ctx)
+    tools = template_tools(body)
+    try:
+        text = ctx.tokenizer.render_chat(template_messages(body), tools=tools)
+    except TemplateError as exc:
+        raise InvalidRequest(str(exc), param="messages") from exc
+    return text, mode, forced
+
+
+def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedPrompt:
+    """Template, tokenize, constrain and parse (CPU work: off the event loop)."""
+    text, mode, forced = render_prompt(body, ctx)
+    tools = template_tools(body)
+    processors: list[LogitsProcessorFactory] = []
+    if mode is ToolMode.FORCED:
+        assert tools is not None
+        builder = require_constraints(ctx, "tool_choice")
+        processors.append(builder.tool_call(tools, forced, "tool_choice"))
+    output = processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text)
+    return PreparedPrompt(
+        [ctx.tokenizer.encode(text, add_special_tokens=False)],
+        tuple(processors),
+        output,
+        skip_special_tokens=mode is not ToolMode.AUTO,
+    )
+
+
+def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:
+    text, _, _ = render_prompt(body, ctx)
+    return len(ctx.tokenizer.encode(text, add_special_tokens=False))
+
+
+def generation_request(
+    request_id: str, prepared: PreparedPrompt, body: MessagesRequest, ctx: ServingContext
+) -> GenerationRequest:
+    prompt = prepared.prompts[0]
+    defaults = ctx.engine_config
+    temperature = body.temperature
+    if temperature is None:
+        temperature = defaults.default_temperature
+    top_p = body.top_p if body.top_p is not None else defaults.default_top_p
+    params = SamplingParams(
+        max_tokens=ctx.resolve_max_tokens(body.max_tokens, len(prompt)),
+        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
+        top_p=DEFAULT_TOP_P if top_p is None else top_p,
+        top_k=body.top_k or 0,
+        stop=tuple(body.stop_sequences or ()),
+    )
+    return GenerationRequest(
+        request_id,
+        tuple(prompt),
+        params,
+        ctx.deadline(),
+        prepared.logits_processors,
+        time.monotonic(),
+        prepared.skip_special_tokens,
+    )
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """Tool-call arguments as the object Anthropic's tool_use.input holds."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"value": value}
