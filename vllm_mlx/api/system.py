@@ -56,6 +56,8 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
         "endpoints": [
             "/v1/chat/completions",
             "/v1/completions",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
             "/v1/models",
             "/v1/capabilities",
             "/v1/status",
