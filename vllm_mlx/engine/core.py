@@ -207,7 +207,14 @@ class EngineCore:
 
     def _step(self) -> None:
         self._steps += 1
-        plan = self._scheduler.schedule()
+        try:
+            plan = self._scheduler.schedule()
+        except Exception:  # a scheduling bug must not kill the engine thread
+            log.exception("scheduling failed; failing the running requests")
+            for seq in list(self._scheduler.running):
+                self._scheduler.remove(seq.request_id)
+                self._fail(seq, ErrorKind.INTERNAL, "engine scheduling failure")
+            return
         for seq in plan.overflowed:
             self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
         for seq in plan.preempted:

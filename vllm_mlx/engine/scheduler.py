@@ -159,14 +159,24 @@ class Scheduler(Generic[S]):
         reserve = len(self.running)  # one block of headroom per running sequence
         while self.waiting and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            cached = self.kv.match_prefix(seq.tokens).num_tokens
-            need = -(-(len(seq.tokens) - cached) // self.kv.block_size)
+            need = self._blocks_to_admit(seq)
             if need + reserve > self.kv.pool.num_free and self.running:
                 return  # wait for blocks to free up; FIFO keeps arrival order fair
             self.waiting.popleft()
             seq.phase = Phase.PREFILL
             self.running.append(seq)
-            reserve += 1
+            reserve += need + 1
+
+    def _blocks_to_admit(self, seq: S) -> int:
+        """Free blocks a sequence's prefill takes: all of them, less cached blocks in use.
+
+        Cached blocks nobody holds sit in the free queue, so sharing them still
+        takes them out of it.
+        """
+        pool = self.kv.pool
+        match = self.kv.match_prefix(seq.tokens)
+        shared = sum(1 for b in match.block_ids if pool.blocks[b].ref_count > 0)
+        return -(-len(seq.tokens) // self.kv.block_size) - shared
 
     def _plan_prefills(self, plan: StepPlan[S]) -> None:
         budget = self.token_budget - len(plan.decodes)
@@ -186,6 +196,7 @@ class Scheduler(Generic[S]):
                 seq.phase = Phase.GENERATION  # its last token joins this step's decode
                 plan.copies += self.kv.append_slots(seq.table, 1)
                 plan.decodes.append(seq)
+                budget -= 1
             if budget <= 0:
                 return
 
@@ -194,6 +205,8 @@ class Scheduler(Generic[S]):
         bs = self.kv.block_size
         free_in_tail = len(table.block_ids) * bs - table.num_tokens
         cow = 1 if table.borrowed_tail else 0
+        if self.kv.pool.num_free < cow:
+            return 0  # the borrowed tail needs a private copy before any write
         spare = max(0, self.kv.pool.num_free - cow) * bs + free_in_tail
         return max(0, min(wanted, spare))
 

@@ -209,11 +209,6 @@ def test_hash_collision_with_different_tokens_is_a_miss(
     assert pool.num_cached == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lookup() checks tokens but not parent_hash: a chain-hash collision between "
-    "(parent A, T) and (parent B, T) returns B's block for A's chain (block_pool.py:120)",
-)
 def test_hash_collision_under_a_different_parent_is_a_miss(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -293,11 +288,6 @@ def test_release_with_keep_cached_true_keeps_the_block_findable() -> None:
     assert (pool.num_cached, pool.num_cached_free) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="release(keep_cached=False) drops ref_count to 0 before _uncache(), which then "
-    "decrements num_cached_free for a block that was never counted in it (block_pool.py:95-98)",
-)
 def test_release_without_keeping_cached_uncaches_and_keeps_counts() -> None:
     pool, (a, b) = full_pool(2)
     pool.register(a, None, (1, 2, 3, 4), 4)

@@ -185,12 +185,6 @@ def test_one_token_prompt_is_a_miss_even_when_cached() -> None:
     assert match == PrefixMatch((), 0, HitType.MISS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="match_prefix() keeps the first child with the longest common prefix "
-    "(manager.py:97-100); when a longer cached prompt's block ties with the block of a "
-    "prompt that ended there, the hit is reported SUPERSEQUENCE instead of EXACT",
-)
 def test_exact_is_reported_when_a_longer_prompt_shares_the_tail_block() -> None:
     kv = KVCacheManager(32, BS)
     finished(kv, [*P, 1, 2, 3, 4], [5])  # a longer prompt: third block 108 109 1 2
@@ -407,7 +401,7 @@ def test_retain_last_only_keeps_just_the_last_freed_sequence() -> None:
     finished(kv, other, [50, 51, 52, 53])
     assert kv.pool.num_cached == kv.pool.num_cached_free == 3  # other's blocks only
     assert kv.begin(P)[1].hit_type is HitType.MISS
-    table, match = kv.begin(other)
+    _, match = kv.begin(other)
     assert match.hit_type is HitType.EXACT
 
 

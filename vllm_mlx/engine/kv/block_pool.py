@@ -92,10 +92,10 @@ class BlockPool:
         block = self.blocks[block_id]
         if block.ref_count <= 0:
             raise ValueError(f"block {block_id} released more often than acquired")
+        if block.ref_count == 1 and not keep_cached:
+            self._uncache(block)
         block.ref_count -= 1
         if block.ref_count == 0:
-            if not keep_cached:
-                self._uncache(block)
             self.num_cached_free += block.hash is not None
             self._free[block_id] = None
 
@@ -117,7 +117,10 @@ class BlockPool:
     def lookup(self, parent: int | None, tokens: tuple[int, ...]) -> int | None:
         """The cached block holding exactly these tokens after this parent."""
         block_id = self._cached.get(chain_hash(parent, tokens))
-        if block_id is None or self.blocks[block_id].tokens != tokens:
+        if block_id is None:
+            return None
+        block = self.blocks[block_id]
+        if block.tokens != tokens or block.parent_hash != parent:
             return None  # a hash collision is a miss, never wrong KV
         return block_id
 

@@ -96,7 +96,8 @@ class KVCacheManager:
         best, best_len = None, 0
         for child in pool.children(parent) if rest else ():
             n = _common_prefix(child.tokens, rest)
-            if n > best_len:
+            # On a tie, prefer the block where a cached prompt ended (an exact hit).
+            if n > best_len or (n == best_len and n and child.prompt_tokens == n):
                 best, best_len = child, n
         hit = self._hit_type(tokens, blocks, matched, best, best_len)
         if best is not None and best_len:
