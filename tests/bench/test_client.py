@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from vllm_mlx.bench.client import _apply_events, _record, _StreamState, request_body
+from vllm_mlx.bench.client import (
+    _apply_events,
+    _record,
+    _StreamState,
+    chat_body,
+    request_body,
+)
 from vllm_mlx.bench.config import BenchConfig
 
 
@@ -84,3 +90,29 @@ def test_events_after_done_are_ignored() -> None:
     state = _StreamState(start=0.0)
     assert _apply_events([_chunk("a"), "[DONE]", "{garbage"], 0.1, state) is None
     assert state.done and state.times == [0.1]
+
+
+def test_chat_body_sends_the_messages_and_may_override_max_tokens() -> None:
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    body = chat_body(BenchConfig(max_tokens=9), messages, max_tokens=1)
+    assert body["messages"] == messages and body["max_tokens"] == 1
+    assert chat_body(BenchConfig(max_tokens=9), messages)["max_tokens"] == 9
+
+
+def test_cached_tokens_and_reply_text_are_kept() -> None:
+    state = _StreamState(start=0.0)
+    usage = {"prompt_tokens": 40, "completion_tokens": 2,
+             "prompt_tokens_details": {"cached_tokens": 32}}  # fmt: skip
+    _apply_events([_chunk("", role="assistant"), _chunk("Hel"), _chunk("lo")], 0.1, state)
+    _apply_events([json.dumps({"choices": [], "usage": usage}), "[DONE]"], 0.2, state)
+    assert "".join(state.text) == "Hello"
+    record = _record(state)
+    assert (record.prompt_tokens, record.cached_tokens, record.output_tokens) == (40, 32, 2)
+
+
+def test_cached_tokens_are_absent_when_usage_has_no_details() -> None:
+    state = _StreamState(start=0.0)
+    usage = {"prompt_tokens": 4, "completion_tokens": 1, "prompt_tokens_details": None}
+    _apply_events([_chunk("a"), json.dumps({"choices": [], "usage": usage}), "[DONE]"], 0.1, state)
+    assert _record(state).cached_tokens is None
+    assert _record(state).turn == 1

@@ -1,139 +1,18 @@
-"""End-to-end bench flow against a tiny fake OpenAI streaming server.
-
-The fake server is a raw asyncio HTTP/1.1 server on a free port, run on its own
-thread, so the bench (which calls ``asyncio.run``) drives it like a real one.
-It tests the load generator, not our engine. Routes, by path prefix:
-
-- ``/ok/v1/chat/completions``: one token per chunk, then usage and [DONE];
-  some events are written in two halves to split them across reads.
-- ``/fail/v1/chat/completions``: HTTP 500 with a JSON error body.
-- ``/broken/v1/chat/completions``: a few tokens, then the connection closes
-  without [DONE].
-"""
+"""End-to-end bench flow against the fake OpenAI streaming server (tests/bench/fake_server.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.bench.fake_server import TEMPLATE_TOKENS, TOKEN_DELAY_S, FakeServer
 from vllm_mlx.bench import add_bench_arguments, run_bench
 from vllm_mlx.bench.config import BenchConfig
 from vllm_mlx.bench.runner import run_sweep
-
-TEMPLATE_TOKENS = 7  # what the fake "chat template" adds to the prompt's word count
-TOKEN_DELAY_S = 0.002  # pause between streamed tokens
-
-
-@dataclass
-class FakeState:
-    """What the fake server saw (mutated on the server thread only)."""
-
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-
-def _sse(obj: Any) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj)
-    return f"data: {data}\n\n".encode()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    request_line, *header_lines = head.strip().split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return request_line.split()[1], headers, body
-
-
-async def _stream_tokens(writer: asyncio.StreamWriter, body: dict[str, Any], cut: bool) -> None:
-    """Write a chat completion stream; ``cut`` stops half-way without [DONE]."""
-    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
-    writer.write(_sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
-    max_tokens = int(body["max_tokens"])
-    for i in range(max_tokens):
-        if cut and i == max_tokens // 2:
-            return
-        event = _sse({"choices": [{"index": 0, "delta": {"content": f" t{i}"}}]})
-        if i % 3 == 0:  # split this event across two network writes
-            writer.write(event[:9])
-            await writer.drain()
-            await asyncio.sleep(TOKEN_DELAY_S / 2)
-            event = event[9:]
-        writer.write(event)
-        await writer.drain()
-        await asyncio.sleep(TOKEN_DELAY_S)
-    prompt_tokens = len(body["messages"][0]["content"].split()) + TEMPLATE_TOKENS
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens}
-    writer.write(_sse({"choices": [], "usage": usage}) + _sse("[DONE]"))
-    await writer.drain()
-
-
-def _handler(state: FakeState) -> Any:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        state.in_flight += 1
-        state.max_in_flight = max(state.max_in_flight, state.in_flight)
-        try:
-            path, headers, raw = await _read_request(reader)
-            body = json.loads(raw)
-            state.bodies.append(body)
-            state.headers.append(headers)
-            if path.startswith("/fail/"):
-                error = b'{"error": {"message": "boom", "type": "server_error"}}'
-                writer.write(
-                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-                    + f"content-length: {len(error)}\r\nconnection: close\r\n\r\n".encode()
-                    + error
-                )
-            else:
-                await _stream_tokens(writer, body, cut=path.startswith("/broken/"))
-            await writer.drain()
-        finally:
-            state.in_flight -= 1
-            writer.close()
-            await writer.wait_closed()
-
-    return handle
-
-
-@dataclass(frozen=True)
-class FakeServer:
-    port: int
-    state: FakeState
-
-    def url(self, route: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{route}/v1"
-
-
-@pytest.fixture
-def fake_server() -> Iterator[FakeServer]:
-    """Run the fake server on a free port in a background thread."""
-    loop = asyncio.new_event_loop()
-    state = FakeState()
-    server = loop.run_until_complete(asyncio.start_server(_handler(state), "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield FakeServer(port=port, state=state)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -198,7 +77,8 @@ def test_cli_flow_writes_table_and_json(
     argv = ["--base-url", fake_server.url("ok"), "--concurrency", "1,2", "--num-prompts", "3"]
     argv += ["--max-tokens", "5", "--api-key", "sekrit", "--json", str(out)]
     assert run_bench(_parse(argv)) == 0
-    table = capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out
+    table = printed.split("\n\n")[0].splitlines()  # the prefix-cache table follows a blank line
     assert table[0].split()[:4] == ["label", "conc", "reqs", "fail"]
     assert [line.split()[:4] for line in table[2:]] == [
         ["server", "1", "3", "0"],

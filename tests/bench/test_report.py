@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from vllm_mlx.bench.report import append_json, ratio_line, render_table, to_json_line
+from vllm_mlx.bench.report import (
+    append_json,
+    ratio_line,
+    render_cache_table,
+    render_table,
+    to_json_line,
+)
 from vllm_mlx.bench.stats import LevelStats, RequestRecord, failed, summarize
+from vllm_mlx.bench.status import StatusSnapshot, parse_status, summarize_status
 
 
 def _stats(label: str = "server", concurrency: int = 1) -> LevelStats:
@@ -70,3 +77,45 @@ def test_ratio_line() -> None:
     server, baseline = _stats(), _stats("mlx-lm direct")
     assert ratio_line(server, baseline) == ("server/baseline decode tok/s at concurrency 1: 1.00\n")
     assert ratio_line(None, baseline).endswith("n/a (no successful requests on one side)\n")
+
+
+def _server_status(blocks_used: int) -> dict[str, object]:
+    return {"num_running": 3, "runtime": {"mode": "batched"},
+            "cache": {"hit_rate": 0.5, "block_size": 16, "blocks_total": 512,
+                      "blocks_used": blocks_used}}  # fmt: skip
+
+
+def test_cache_table_shows_usage_and_server_figures() -> None:
+    before = parse_status({**_server_status(0), "cache": {"hit_rate": 0.1}})
+    server = summarize_status(before, [parse_status(_server_status(40))], parse_status({}))
+    turn1 = RequestRecord(ok=True, ttft_s=0.2, e2e_s=0.3, prompt_tokens=100, cached_tokens=0)
+    turn2 = replace(turn1, ttft_s=0.05, prompt_tokens=200, cached_tokens=150, turn=2)
+    stats = replace(summarize("server", 2, [turn1, turn2], 1.0), server=server)
+    lines = render_cache_table([_stats("mlx-lm direct"), stats]).splitlines()
+    assert lines[0] == "" and lines[1].startswith("prefix cache")
+    header, rule, row = lines[2:5]
+    assert len(lines) == 5  # the baseline has no cache data: no row, no note
+    assert len(header) == len(rule) == len(row)
+    assert row.split() == [
+        "server", "2", "2", "75.0", "50.0%", "200.0", "50.0", "0.0", "150.0", "10.0%>-",
+        "40/512", "3", "batched",
+    ]  # fmt: skip
+
+
+def test_cache_table_marks_absent_server_status_and_usage() -> None:
+    missing = StatusSnapshot(error="HTTP 404")
+    stats = replace(_stats(), server=summarize_status(missing, [], missing))
+    table = render_cache_table([stats])
+    row = table.splitlines()[4].split()
+    assert row[3:5] == ["-", "-"] and row[-4:] == ["-", "-", "-", "-"]
+    assert "server status at concurrency 1: absent (HTTP 404)" in table
+    assert "no usage.prompt_tokens_details.cached_tokens" in table
+    assert render_cache_table([_stats()]) == ""  # neither usage nor status: no table
+
+
+def test_json_line_nests_turns_and_server_status() -> None:
+    missing = StatusSnapshot(error="HTTP 404")
+    stats = replace(_stats(), server=summarize_status(missing, [], missing))
+    obj = json.loads(to_json_line(stats))
+    assert obj["server"]["available"] is False and obj["server"]["blocks_used_peak"] is None
+    assert obj["per_turn"][0]["turn"] == 1 and obj["mean_cached_tokens"] is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from vllm_mlx.bench.stats import (
     RequestRecord,
+    cache_hit_rate,
     chunk_itls,
     decode_ratio,
     failed,
@@ -108,3 +111,36 @@ def test_decode_ratio() -> None:
     slow = summarize("mlx-lm direct", 1, [_record(0.1, 0.02, 11, 10)], wall_s=1.0)
     assert decode_ratio(fast, slow) == pytest.approx(2.0)
     assert decode_ratio(summarize("server", 1, [failed("x")], 1.0), slow) is None
+
+
+def test_cached_tokens_and_hit_rate_of_a_level() -> None:
+    records = [
+        replace(_record(0.1, 0.02, 3, 100), cached_tokens=0),
+        replace(_record(0.1, 0.02, 3, 100), cached_tokens=80),
+        _record(0.1, 0.02, 3, 50),  # no cached_tokens reported: left out of both means
+    ]
+    stats = summarize("server", 2, records, wall_s=1.0)
+    assert stats.mean_cached_tokens == pytest.approx(40.0)
+    assert stats.cache_hit_rate == pytest.approx(80 / 200)
+    assert cache_hit_rate([_record(0.1, 0.02, 3, 50)]) is None
+    plain = summarize("server", 1, [_record(0.1, 0.02, 3, 50)], wall_s=1.0)
+    assert plain.mean_cached_tokens is None and plain.cache_hit_rate is None
+
+
+def test_turns_split_ttft_and_cached_tokens() -> None:
+    def turn(n: int, ttft: float, cached: int) -> RequestRecord:
+        return replace(_record(ttft, 0.01, 3, 100 * n), turn=n, cached_tokens=cached)
+
+    records = [turn(1, 0.4, 0), turn(1, 0.6, 10), turn(2, 0.1, 90), turn(3, 0.2, 190)]
+    stats = summarize("server", 2, [*records, replace(failed("x"), turn=3)], wall_s=1.0)
+    assert stats.turns == 3
+    assert stats.ttft_ms_p50_turn1 == pytest.approx(500.0)
+    assert stats.ttft_ms_p50_later == pytest.approx(150.0)
+    assert stats.mean_cached_tokens_turn1 == pytest.approx(5.0)
+    assert stats.mean_cached_tokens_later == pytest.approx(140.0)
+    assert [(t.turn, t.requests, t.mean_prompt_tokens) for t in stats.per_turn] == [
+        (1, 2, 100.0), (2, 1, 200.0), (3, 1, 300.0),
+    ]  # fmt: skip
+    assert stats.per_turn[1].ttft_ms_p50 == pytest.approx(100.0)
+    single = summarize("server", 1, [_record(0.1, 0.01, 3, 10)], wall_s=1.0)
+    assert single.turns == 1 and single.ttft_ms_p50_later is None

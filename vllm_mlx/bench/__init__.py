@@ -28,12 +28,29 @@ TPOT, per-request decode tok/s (= 1/TPOT), failures and the mean prompt length
 reported by the server. Requests stream with stream_options.include_usage and
 ignore_eos, so every request produces exactly --max-tokens tokens.
 
+Prefix cache: a second table shows, per level, the mean cached prompt tokens
+(usage.prompt_tokens_details.cached_tokens) and the hit rate cached/prompt
+tokens, TTFT p50 and cached tokens of first vs later turns (--multi-turn), and
+what GET {root}/v1/status said: cache.hit_rate before>after the level, the peak
+cache.blocks_used / blocks_total and num_running (polled every
+--status-interval seconds) and runtime.mode. Fields a server does not send are
+shown as '-' (null in JSON).
+
+Probes replace the sweep: --ttft-probe times one long prompt cold, warm and
+with a new suffix; --blocks-probe K compares the KV blocks held by K concurrent
+shared-prefix requests with prefix_blocks + K x suffix_blocks. They print text
+and JSON lines (to --json PATH, else stdout).
+
 Exit status: 0 when every request succeeded, 1 when any failed, 2 on bad options.
 
 examples:
   vllm-mlx bench --concurrency 1,2,4,8 --json results.jsonl
   vllm-mlx bench --baseline --max-tokens 128
   vllm-mlx bench --compare-baseline --concurrency 1,4
+  vllm-mlx bench --concurrency 4 --shared-prefix-tokens 1024 --prompt-tokens 64
+  vllm-mlx bench --concurrency 2 --multi-turn 4 --prompt-tokens 64 --max-tokens 32
+  vllm-mlx bench --ttft-probe --prompt-tokens 1500
+  vllm-mlx bench --blocks-probe 8 --shared-prefix-tokens 512 --prompt-tokens 16 --max-tokens 32
 """
 
 
@@ -80,7 +97,8 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-prompts",
         type=int,
         default=None,
-        help="measured requests per level (default: max(4, 2 x level))",
+        help="measured requests per level, or conversations per level with --multi-turn, "
+        "or rounds of --ttft-probe (default: max(4, 2 x level); 1 round)",
     )
     group.add_argument(
         "--prompt-tokens",
@@ -162,6 +180,60 @@ def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prefix cache")
+    group.add_argument(
+        "--shared-prefix-tokens",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start every request of a level with the same ~N-token system message (seeded "
+        "words, new for each level), then its own user message, so the server's prefix "
+        "cache can share it (default: 0, no system message)",
+    )
+    group.add_argument(
+        "--multi-turn",
+        type=int,
+        default=1,
+        metavar="T",
+        help="each simulated user holds a T-turn conversation: turn k+1 resends every "
+        "earlier user message and the assistant replies it received, plus a new "
+        "--prompt-tokens user message; TTFT and cached tokens are reported for turn 1 "
+        "vs turns >= 2 (default: 1)",
+    )
+    group.add_argument(
+        "--status-interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="poll GET {root}/v1/status this often during a level for the peak "
+        "cache.blocks_used and num_running; root is --base-url without /v1 "
+        "(default: %(default)s; the blocks probe polls at least every 0.05 s)",
+    )
+
+
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prefix-cache probes (instead of the sweep)")
+    group.add_argument(
+        "--ttft-probe",
+        action="store_true",
+        help="send one ~--prompt-tokens prompt cold (unique text, max_tokens 1), again "
+        "(warm: fully cached) and with a new 16-token suffix (prefix hit); print cold, "
+        "warm and prefix TTFT and the warm/cold and prefix/cold ratios "
+        "(medians over --num-prompts rounds, default 1)",
+    )
+    group.add_argument(
+        "--blocks-probe",
+        type=int,
+        default=0,
+        metavar="K",
+        help="send one request with the --shared-prefix-tokens system prompt alone, then K "
+        "concurrent ones sharing it, each with its own --prompt-tokens suffix and "
+        "--max-tokens output; poll /v1/status for the peak cache.blocks_used and print "
+        "'blocks held by K concurrent ÷ (1 prefix + K suffixes)' with the formula's inputs",
+    )
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every `vllm-mlx bench` option to ``parser``."""
     parser.description = parser.description or _DESCRIPTION
@@ -169,6 +241,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     _add_target_arguments(parser)
     _add_load_arguments(parser)
+    _add_cache_arguments(parser)
+    _add_probe_arguments(parser)
     _add_output_arguments(parser)
     _add_baseline_arguments(parser)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +32,17 @@ def make_client(cfg: BenchConfig, max_in_flight: int) -> httpx.AsyncClient:
 
 def request_body(cfg: BenchConfig, prompt: str) -> dict[str, Any]:
     """The chat completion request sent for one prompt."""
+    return chat_body(cfg, [{"role": "user", "content": prompt}])
+
+
+def chat_body(
+    cfg: BenchConfig, messages: Sequence[dict[str, Any]], max_tokens: int | None = None
+) -> dict[str, Any]:
+    """The chat completion request for a message list (``max_tokens`` overrides the config)."""
     return {
         "model": cfg.model,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": cfg.max_tokens,
+        "messages": list(messages),
+        "max_tokens": cfg.max_tokens if max_tokens is None else max_tokens,
         "temperature": cfg.temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -51,31 +59,51 @@ class _StreamState:
     chunk_tokens: list[int | None] = field(default_factory=list)  # tokens per chunk
     prompt_tokens: int | None = None
     completion_tokens: int | None = None  # last usage.completion_tokens seen
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
+    text: list[str] = field(default_factory=list)  # streamed content pieces
     done: bool = False  # [DONE] received
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    record: RequestRecord  # timing and usage of the request
+    text: str  # the assistant content received (for the next turn's history)
 
 
 async def stream_chat(
     client: httpx.AsyncClient, cfg: BenchConfig, prompt: str, request_id: str
 ) -> RequestRecord:
     """Send one streaming request and time its chunks; never raises for server faults."""
+    reply = await stream_messages(client, cfg, [{"role": "user", "content": prompt}], request_id)
+    return reply.record
+
+
+async def stream_messages(
+    client: httpx.AsyncClient,
+    cfg: BenchConfig,
+    messages: Sequence[dict[str, Any]],
+    request_id: str,
+    max_tokens: int | None = None,
+) -> ChatReply:
+    """Stream one chat request for ``messages``; never raises for server faults."""
     state = _StreamState(start=time.perf_counter())
+    body = chat_body(cfg, messages, max_tokens)
     try:
         async with asyncio.timeout(cfg.timeout):
-            error = await _consume(client, cfg, prompt, request_id, state)
+            error = await _consume(client, body, request_id, state)
     except TimeoutError:
-        return failed(f"timeout after {cfg.timeout:g}s")
+        return ChatReply(failed(f"timeout after {cfg.timeout:g}s"), "")
     except httpx.HTTPError as exc:
-        return failed(f"broken stream: {type(exc).__name__}: {exc}")
+        return ChatReply(failed(f"broken stream: {type(exc).__name__}: {exc}"), "")
     if error is not None:
-        return failed(error)
-    return _record(state)
+        return ChatReply(failed(error), "")
+    return ChatReply(_record(state), "".join(state.text))
 
 
 async def _consume(
-    client: httpx.AsyncClient, cfg: BenchConfig, prompt: str, request_id: str, state: _StreamState
+    client: httpx.AsyncClient, body: dict[str, Any], request_id: str, state: _StreamState
 ) -> str | None:
     """Read the response into ``state``; return an error message or None."""
-    body = request_body(cfg, prompt)
     headers = {"x-request-id": request_id}
     async with client.stream("POST", "/chat/completions", json=body, headers=headers) as resp:
         if resp.status_code != 200:
@@ -118,12 +146,29 @@ def _apply_event(payload: str, now: float, state: _StreamState) -> str | None:
     previous = state.completion_tokens
     usage = chunk.get("usage")
     if isinstance(usage, dict):
-        state.prompt_tokens = usage.get("prompt_tokens", state.prompt_tokens)
-        state.completion_tokens = usage.get("completion_tokens", state.completion_tokens)
+        _apply_usage(usage, state)
     if _has_output(chunk):
         state.times.append(now)
         state.chunk_tokens.append(_tokens_in_chunk(chunk, previous, state.completion_tokens))
+        state.text.extend(_content(chunk))
     return None
+
+
+def _apply_usage(usage: dict[str, Any], state: _StreamState) -> None:
+    """Token counts of a usage object; the last one of the stream wins."""
+    state.prompt_tokens = usage.get("prompt_tokens", state.prompt_tokens)
+    state.completion_tokens = usage.get("completion_tokens", state.completion_tokens)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+        state.cached_tokens = details["cached_tokens"]
+
+
+def _content(chunk: dict[str, Any]) -> list[str]:
+    """The assistant text pieces of the first choice (what a client would keep)."""
+    choices = chunk.get("choices") or [{}]
+    delta = choices[0].get("delta") or {} if isinstance(choices[0], dict) else {}
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return [content] if isinstance(content, str) and content else []
 
 
 def _has_output(chunk: dict[str, Any]) -> bool:
@@ -168,4 +213,5 @@ def _record(state: _StreamState) -> RequestRecord:
         itl_per_token=per_token,
         prompt_tokens=state.prompt_tokens,
         output_tokens=output,
+        cached_tokens=state.cached_tokens,
     )

@@ -30,6 +30,11 @@ class BenchConfig:
     baseline_model: str | None = None  # model spec for the baseline; None = embedded default
     dtype: DType = DType.AUTO  # weight dtype policy of the baseline model
     progress: bool = True  # show a tqdm bar per level on stderr
+    shared_prefix_tokens: int = 0  # common system message per level, ~tokens; 0 = none
+    multi_turn: int = 1  # turns per simulated user; turn k+1 resends the whole history
+    status_interval: float = 0.5  # seconds between GET /v1/status polls during a level
+    ttft_probe: bool = False  # cold / warm / prefix-hit TTFT of one long prompt, no sweep
+    blocks_probe: int = 0  # K > 0: KV blocks held by K concurrent shared-prefix requests
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -46,6 +51,34 @@ class BenchConfig:
             raise ValueError("--timeout must be > 0")
         if self.temperature < 0:
             raise ValueError("--temperature must be >= 0")
+        self._check_cache_options()
+
+    def _check_cache_options(self) -> None:
+        """Validate the prefix-cache workload and probe options."""
+        if self.shared_prefix_tokens < 0:
+            raise ValueError("--shared-prefix-tokens must be >= 0")
+        if self.multi_turn < 1:
+            raise ValueError("--multi-turn must be >= 1")
+        if self.status_interval <= 0:
+            raise ValueError("--status-interval must be > 0")
+        if self.blocks_probe < 0:
+            raise ValueError("--blocks-probe must be >= 0")
+        if self.ttft_probe and self.blocks_probe:
+            raise ValueError("--ttft-probe and --blocks-probe are separate runs: pick one")
+        if self.blocks_probe and self.shared_prefix_tokens < 1:
+            raise ValueError("--blocks-probe needs --shared-prefix-tokens >= 1")
+        if self.runs_baseline and (self.probe or self.shared_prefix_tokens or self.multi_turn > 1):
+            raise ValueError(
+                "--baseline and --compare-baseline measure plain single-turn prompts; "
+                "drop --shared-prefix-tokens, --multi-turn and the probes"
+            )
+
+    @property
+    def probe(self) -> str | None:
+        """The probe this invocation runs instead of the sweep: "ttft", "blocks" or None."""
+        if self.ttft_probe:
+            return "ttft"
+        return "blocks" if self.blocks_probe else None
 
     @property
     def runs_server(self) -> bool:

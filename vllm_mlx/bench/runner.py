@@ -7,16 +7,31 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, TextIO
 
 import httpx
 from tqdm import tqdm
 
-from vllm_mlx.bench.client import make_client, stream_chat
+from vllm_mlx.bench.client import make_client, stream_messages
 from vllm_mlx.bench.config import BASELINE_LABEL, SERVER_LABEL, BenchConfig
 from vllm_mlx.bench.prompts import make_prompts
-from vllm_mlx.bench.report import append_json, ratio_line, render_table, to_json_line
+from vllm_mlx.bench.report import (
+    append_json,
+    ratio_line,
+    render_cache_table,
+    render_table,
+    to_json_line,
+)
 from vllm_mlx.bench.stats import LevelStats, RequestRecord, summarize
+from vllm_mlx.bench.status import StatusMonitor, make_status_client, status_url
+from vllm_mlx.bench.workload import (
+    Conversation,
+    Message,
+    assistant_message,
+    level_conversations,
+    warmup_conversations,
+)
 
 logger = logging.getLogger("vllm_mlx.bench")
 
@@ -44,27 +59,64 @@ async def run_requests(
     concurrency: int,
     tag: str,
 ) -> tuple[list[RequestRecord], float]:
-    """Send every prompt, keeping ``concurrency`` requests in flight until all completed.
+    """Send every prompt as a single user message; see :func:`run_conversations`."""
+    conversations = [Conversation(system=None, user_turns=(p,)) for p in prompts]
+    return await run_conversations(client, cfg, conversations, concurrency, tag)
 
-    Returns the records (in completion order) and the wall time in seconds.
+
+async def run_conversations(
+    client: httpx.AsyncClient,
+    cfg: BenchConfig,
+    conversations: Sequence[Conversation],
+    concurrency: int,
+    tag: str,
+) -> tuple[list[RequestRecord], float]:
+    """Run every conversation, keeping ``concurrency`` of them in flight until all completed.
+
+    A conversation's turns go one after another; each is one request. Returns
+    the records (in completion order) and the wall time in seconds.
     """
     records: list[RequestRecord] = []
-    pending = iter(range(len(prompts)))  # shared by the workers: each takes the next index
-    bar = tqdm(total=len(prompts), desc=tag, file=sys.stderr, disable=not cfg.progress)
+    pending = iter(range(len(conversations)))  # shared by the workers: each takes the next
+    total = sum(len(c.user_turns) for c in conversations)
+    bar = tqdm(total=total, desc=tag, file=sys.stderr, disable=not cfg.progress)
 
     async def worker() -> None:
         for i in pending:
-            records.append(await stream_chat(client, cfg, prompts[i], f"bench-{tag}-{i}"))
-            bar.update(1)
+            name = f"bench-{tag}-{i}"
+            await _converse(client, cfg, conversations[i], name, records, bar.update)
 
     start = time.perf_counter()
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(prompts))):
+            for _ in range(min(concurrency, len(conversations))):
                 group.create_task(worker())
     finally:
         bar.close()
     return records, time.perf_counter() - start
+
+
+async def _converse(
+    client: httpx.AsyncClient,
+    cfg: BenchConfig,
+    conversation: Conversation,
+    name: str,
+    records: list[RequestRecord],
+    advance: Callable[[int], object],
+) -> None:
+    """Run one conversation's turns in order; a failed turn ends the conversation."""
+    history: list[Message] = []
+    turns = len(conversation.user_turns)
+    for turn in range(turns):
+        messages = conversation.messages(history, turn)
+        request_id = name if turns == 1 else f"{name}-t{turn + 1}"
+        reply = await stream_messages(client, cfg, messages, request_id)
+        records.append(replace(reply.record, turn=turn + 1))
+        advance(1)
+        if not reply.record.ok:
+            advance(turns - turn - 1)  # later turns need this reply: they are not sent
+            return
+        history = [*history, messages[-1], assistant_message(reply.text)]
 
 
 def log_failures(records: Sequence[RequestRecord], tag: str) -> None:
@@ -83,22 +135,36 @@ async def run_sweep(
 ) -> list[LevelStats]:
     """Warm up, then run every concurrency level against the server, in order."""
     results: list[LevelStats] = []
-    async with make_client(cfg, max(cfg.sweep)) as client:
+    async with (
+        make_client(cfg, max(cfg.sweep)) as client,
+        make_status_client(cfg) as status_client,
+    ):
         if cfg.warmup:
-            prompts = warmup_prompts(cfg)
-            records, _ = await run_requests(
-                client, cfg, prompts, min(len(prompts), max(cfg.sweep)), "warmup"
+            warmup = warmup_conversations(cfg)
+            records, _ = await run_conversations(
+                client, cfg, warmup, min(len(warmup), max(cfg.sweep)), "warmup"
             )
             log_failures(records, "warmup")
         for level in cfg.sweep:
-            tag = f"c{level}"
-            records, wall_s = await run_requests(client, cfg, level_prompts(cfg, level), level, tag)
-            log_failures(records, tag)
-            stats = summarize(SERVER_LABEL, level, records, wall_s)
+            stats = await _run_level(client, status_client, cfg, level)
             results.append(stats)
             if on_level is not None:
                 on_level(stats)
     return results
+
+
+async def _run_level(
+    client: httpx.AsyncClient, status_client: httpx.AsyncClient, cfg: BenchConfig, level: int
+) -> LevelStats:
+    """One level, with /v1/status read before, polled during and read after it."""
+    tag = f"c{level}"
+    monitor = StatusMonitor(status_client, status_url(cfg.base_url), cfg.status_interval)
+    async with monitor:
+        records, wall_s = await run_conversations(
+            client, cfg, level_conversations(cfg, level), level, tag
+        )
+    log_failures(records, tag)
+    return replace(summarize(SERVER_LABEL, level, records, wall_s), server=monitor.result)
 
 
 def json_meta(cfg: BenchConfig, label: str) -> dict[str, Any]:
@@ -111,14 +177,24 @@ def json_meta(cfg: BenchConfig, label: str) -> dict[str, Any]:
         "max_tokens": cfg.max_tokens,
         "temperature": cfg.temperature,
         "seed": cfg.seed,
+        "shared_prefix_tokens_target": cfg.shared_prefix_tokens,
+        "multi_turn": cfg.multi_turn,
         "timestamp": time.time(),
     }
 
 
+def output_stream(cfg: BenchConfig) -> TextIO:
+    """Where the human-readable text goes: stderr when JSON lines take stdout."""
+    return sys.stderr if cfg.json_path == "-" else sys.stdout
+
+
 def execute(cfg: BenchConfig) -> int:
-    """Run the baseline and/or the server sweep, print the results; 1 if any request failed."""
-    # With JSON on stdout, the human-readable table moves to stderr.
-    out = sys.stderr if cfg.json_path == "-" else sys.stdout
+    """Run a probe, or the baseline and/or the server sweep; 1 if any request failed."""
+    if cfg.probe is not None:
+        from vllm_mlx.bench.probes import run_probe
+
+        return run_probe(cfg)
+    out = output_stream(cfg)
     results: list[LevelStats] = []
 
     def emit(stats: LevelStats) -> None:
@@ -144,5 +220,6 @@ def execute(cfg: BenchConfig) -> int:
             (s for s in results if s.label == SERVER_LABEL and s.concurrency == 1), None
         )
         out.write(ratio_line(server_c1, baseline))
+    out.write(render_cache_table(results))
     out.flush()
     return 1 if any(s.failures for s in results) else 0

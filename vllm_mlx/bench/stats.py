@@ -9,6 +9,11 @@ Definitions (all per request, then aggregated over the level):
 - TPOT: (e2e − TTFT) / (output tokens − 1).
 - decode tok/s: (output tokens − 1) / (e2e − TTFT), i.e. 1 / TPOT; the first
   token belongs to TTFT, so it is not part of the decode phase.
+- cached tokens: ``usage.prompt_tokens_details.cached_tokens`` of the final
+  usage chunk; the cache hit rate of a level is Σ cached / Σ prompt tokens over
+  the requests that reported both.
+- turns: with ``--multi-turn``, turn 1 is a conversation's first request and
+  turns ≥ 2 resend the history, so their prefix can come from the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from vllm_mlx.bench.status import ServerLevelStatus
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class RequestRecord:
     itl_per_token: bool = True  # False when ITL values are raw per-chunk gaps
     prompt_tokens: int | None = None  # usage.prompt_tokens (None when not reported)
     output_tokens: int = 0  # usage.completion_tokens, else tokens/chunks counted
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
+    turn: int = 1  # 1-based turn of its conversation (--multi-turn)
 
     @property
     def tpot_s(self) -> float | None:
@@ -50,6 +59,15 @@ def failed(error: str) -> RequestRecord:
 
 
 @dataclass(frozen=True)
+class TurnStats:
+    turn: int  # 1-based turn within each conversation
+    requests: int  # successful requests of this turn
+    ttft_ms_p50: float | None
+    mean_prompt_tokens: float | None  # usage.prompt_tokens
+    mean_cached_tokens: float | None  # usage.prompt_tokens_details.cached_tokens
+
+
+@dataclass(frozen=True)
 class LevelStats:
     label: str  # "server" or "mlx-lm direct"
     concurrency: int  # requests kept in flight
@@ -67,6 +85,15 @@ class LevelStats:
     tpot_ms_p50: float | None
     decode_tok_s_p50: float | None  # per-request decode tok/s, median
     mean_prompt_tokens: float | None  # from usage.prompt_tokens
+    mean_cached_tokens: float | None = None  # None when no request reported cached_tokens
+    cache_hit_rate: float | None = None  # Σ cached / Σ prompt tokens, this level's requests
+    turns: int = 1  # highest turn seen (--multi-turn)
+    ttft_ms_p50_turn1: float | None = None  # TTFT p50 of first turns
+    ttft_ms_p50_later: float | None = None  # TTFT p50 of turns >= 2 (None for one turn)
+    mean_cached_tokens_turn1: float | None = None
+    mean_cached_tokens_later: float | None = None  # turns >= 2
+    per_turn: tuple[TurnStats, ...] = ()  # one entry per turn, in order
+    server: ServerLevelStatus | None = None  # GET /v1/status around the level (server runs)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -124,11 +151,49 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1000.0
 
 
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _mean_cached(records: Sequence[RequestRecord]) -> float | None:
+    return _mean([r.cached_tokens for r in records if r.cached_tokens is not None])
+
+
+def _ttft_p50(records: Sequence[RequestRecord]) -> float | None:
+    return _ms(percentile([r.ttft_s for r in records if r.ttft_s is not None], 50))
+
+
+def cache_hit_rate(records: Sequence[RequestRecord]) -> float | None:
+    """Σ cached / Σ prompt tokens over records that reported both (None if none did)."""
+    both = [r for r in records if r.cached_tokens is not None and r.prompt_tokens]
+    prompt = sum(r.prompt_tokens or 0 for r in both)
+    return sum(r.cached_tokens or 0 for r in both) / prompt if prompt else None
+
+
+def turn_stats(ok: Sequence[RequestRecord]) -> tuple[TurnStats, ...]:
+    """Per-turn TTFT and cache figures of the successful records."""
+    turns = sorted({r.turn for r in ok})
+    result = []
+    for turn in turns:
+        group = [r for r in ok if r.turn == turn]
+        result.append(
+            TurnStats(
+                turn=turn,
+                requests=len(group),
+                ttft_ms_p50=_ttft_p50(group),
+                mean_prompt_tokens=_mean([r.prompt_tokens for r in group if r.prompt_tokens]),
+                mean_cached_tokens=_mean_cached(group),
+            )
+        )
+    return tuple(result)
+
+
 def summarize(
     label: str, concurrency: int, records: Sequence[RequestRecord], wall_s: float
 ) -> LevelStats:
     """Aggregate one level's records into its statistics."""
     ok = [r for r in records if r.ok]
+    first, later = [r for r in ok if r.turn == 1], [r for r in ok if r.turn >= 2]
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
     itls = [v for r in ok for v in r.itl_s]
     tpots = [t for t in (r.tpot_s for r in ok) if t is not None]
@@ -153,6 +218,14 @@ def summarize(
         tpot_ms_p50=_ms(percentile(tpots, 50)),
         decode_tok_s_p50=percentile(decode, 50),
         mean_prompt_tokens=sum(prompts) / len(prompts) if prompts else None,
+        mean_cached_tokens=_mean_cached(ok),
+        cache_hit_rate=cache_hit_rate(ok),
+        turns=max((r.turn for r in records), default=1),
+        ttft_ms_p50_turn1=_ttft_p50(first),
+        ttft_ms_p50_later=_ttft_p50(later),
+        mean_cached_tokens_turn1=_mean_cached(first),
+        mean_cached_tokens_later=_mean_cached(later),
+        per_turn=turn_stats(ok),
     )
 
 
