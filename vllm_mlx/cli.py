@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from vllm_mlx.config import (
@@ -54,6 +55,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=[d.value for d in DType], default="auto",
                    help="weight dtype; auto picks the fastest that fits the device "
                         "(float32 on CPU, stored dtype on GPU)")  # fmt: skip
+    p.add_argument("--api-key", default=None,
+                   help="require this key (Bearer or x-api-key) on every route but /health; "
+                        "also read from VLLM_MLX_API_KEY")  # fmt: skip
     p.add_argument("--timeout", type=_positive_float, default=300.0,
                    help="request timeout in seconds (default 300)")  # fmt: skip
     p.add_argument("--max-tokens", type=_positive_int, default=32768,
@@ -132,7 +136,11 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
                 memory_percent=args.cache_memory_percent,
             ),
         ),
-        policy=PolicyConfig(timeout_s=args.timeout, strict_model_id=args.strict_model_id),
+        policy=PolicyConfig(
+            timeout_s=args.timeout,
+            strict_model_id=args.strict_model_id,
+            api_key=args.api_key or os.environ.get("VLLM_MLX_API_KEY") or None,
+        ),
         agent=agent_config(args),
     )
 

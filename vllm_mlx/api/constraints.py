@@ -10,6 +10,7 @@ from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.engine.types import LogitsProcessorFactory
 from vllm_mlx.structured import (
+    REQUIRED,
     SchemaError,
     compile_json_object,
     compile_json_schema,
@@ -51,7 +52,7 @@ class ConstraintBuilder:
     ) -> LogitsProcessorFactory:
         """Output forced to one call: {"name": ..., "arguments": <that tool's schema>}."""
         try:
-            schema = tool_call_schema(list(tools), name)
+            schema = tool_call_schema(list(tools), name or REQUIRED)
         except (SchemaError, ValueError) as exc:
             raise InvalidRequest(str(exc), param=param) from exc
         return self.json_schema(schema, param)

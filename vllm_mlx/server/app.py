@@ -21,6 +21,7 @@ from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import ServerConfig
 from vllm_mlx.engine.client import EngineClient
+from vllm_mlx.server.middleware.auth import APIKeyMiddleware
 from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter, ConcurrencyMiddleware
 from vllm_mlx.server.middleware.request_id import RequestIdMiddleware
 from vllm_mlx.server.monitors import status
@@ -69,5 +70,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
     app.add_middleware(ConcurrencyMiddleware, counter=app.state.concurrency)
-    app.add_middleware(RequestIdMiddleware)
+    if config.policy.api_key:
+        app.add_middleware(APIKeyMiddleware, api_key=config.policy.api_key)
+    app.add_middleware(RequestIdMiddleware)  # outermost: even a 401 carries the id
     return app
