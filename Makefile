@@ -39,6 +39,7 @@ test-fast: $(VENV)/.dev blas
 lint: $(VENV)/.dev
 	$(BIN)/ruff check vllm_mlx tests scripts
 	$(BIN)/ruff format --check vllm_mlx tests scripts
+	$(BIN)/mypy vllm_mlx
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -313,13 +313,15 @@ class EngineCore:
 
 
 def _read_back(out: SampleOutput) -> SampledToken:
-    token = int(out.token.item())
+    token = int(out.token.item())  # type: ignore[arg-type]
     if out.logprob is None:
         return SampledToken(token)
     top: tuple[tuple[int, float], ...] = ()
     if out.top_ids is not None and out.top_logprobs is not None:
-        top = tuple(zip(out.top_ids[0].tolist(), out.top_logprobs[0].tolist(), strict=True))
-    return SampledToken(token, float(out.logprob.item()), top)
+        ids: list[int] = out.top_ids[0].tolist()  # type: ignore[assignment]
+        logprobs: list[float] = out.top_logprobs[0].tolist()  # type: ignore[assignment]
+        top = tuple(zip(ids, logprobs, strict=True))
+    return SampledToken(token, float(out.logprob.item()), top)  # type: ignore[arg-type]
 
 
 def _status(seq: SequenceState) -> RequestStatus:

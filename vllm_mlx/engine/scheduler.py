@@ -31,11 +31,13 @@ class Phase(StrEnum):
 
 
 class Schedulable(Protocol):
-    request_id: str
     phase: Phase
     table: BlockTable | None
     match: PrefixMatch | None
     num_computed: int  # tokens whose KV is in the cache
+
+    @property
+    def request_id(self) -> str: ...
 
     @property
     def tokens(self) -> list[int]: ...

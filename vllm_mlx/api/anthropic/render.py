@@ -118,7 +118,12 @@ class _Blocks:
             events.append(self._delta({"type": "text_delta", "text": out.content}))
         for call in out.tool_calls:
             if call.name is not None:
-                block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+                block: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.name,
+                    "input": {},
+                }
                 events += self._open("tool_use", block)
             if call.arguments:
                 events.append(
@@ -135,7 +140,7 @@ async def stream_message(
     timeout_s: float,
 ) -> AsyncIterator[bytes]:
     """Anthropic SSE events for one generation; failures become an error event."""
-    start = {
+    start: dict[str, Any] = {
         "id": meta.id,
         "type": "message",
         "role": "assistant",
