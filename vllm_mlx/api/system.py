@@ -21,6 +21,9 @@ async def health(request: Request) -> JSONResponse:
     ctx: ServingContext | None = getattr(request.app.state, "serving", None)
     if ctx is None:
         return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503)
+    if not ctx.engine.alive:
+        body = {"status": "unhealthy", "model_loaded": True, "error": "engine stopped"}
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "healthy", "model_loaded": True, "model": ctx.model_id})
 
 

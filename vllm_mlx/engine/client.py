@@ -25,6 +25,10 @@ class EngineClient:
     async def stop(self) -> None:
         await asyncio.to_thread(self._core.stop)
 
+    @property
+    def alive(self) -> bool:
+        return self._core.alive
+
     def stats(self) -> EngineStats:
         return self._core.stats()
 

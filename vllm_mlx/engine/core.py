@@ -69,6 +69,7 @@ class EngineCore:
         self._thread = threading.Thread(target=self._main, name="vllm-mlx-engine", daemon=True)
         self.loaded: LoadedModel | None = None
         self.load_error: BaseException | None = None
+        self.crashed: BaseException | None = None  # set if the step loop died
         self._stats_lock = threading.Lock()
         self._stats = EngineStats()
         self._steps = 0
@@ -90,7 +91,14 @@ class EngineCore:
             raise TimeoutError("model did not load in time")
         return self.loaded
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.crashed is None
+
     def submit(self, request: GenerationRequest, sink: EventSink) -> None:
+        if not self.alive:
+            sink(EngineError(ErrorKind.INTERNAL, "the engine is not running"))
+            return
         self._inbox.put(_Submit(request, sink))
 
     def abort(self, request_id: str) -> None:
@@ -113,13 +121,22 @@ class EngineCore:
             self.load_error = exc
             self._ready.set()
             return
+        self._scheduler.max_running = self._runtime.max_running(0)
+        self._publish_stats()  # /v1/status describes the pool from its first answer
         self._ready.set()
-        while self._drain_inbox(block=not self._scheduler.has_work):
-            self._expire_deadlines()
-            self._scheduler.max_running = self._runtime.max_running(self._in_flight)
-            if self._scheduler.has_work:
-                self._step()
-            self._publish_stats()
+        try:
+            while self._drain_inbox(block=not self._scheduler.has_work):
+                self._expire_deadlines()
+                self._scheduler.max_running = self._runtime.max_running(self._in_flight)
+                if self._scheduler.has_work:
+                    self._step()
+                self._publish_stats()
+        except Exception as exc:  # the last line of defence: say so, fail everyone, stop
+            log.exception("engine thread crashed")
+            self.crashed = exc
+            for seq in list(self._scheduler.all()):
+                seq.finished = True
+                seq.sink(EngineError(ErrorKind.INTERNAL, f"engine crashed: {exc}"))
 
     def _setup(self) -> None:
         self.loaded = self._load()

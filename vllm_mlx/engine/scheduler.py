@@ -186,8 +186,10 @@ class Scheduler(Generic[S]):
             if seq.phase is not Phase.PREFILL:
                 continue
             if seq.table is None:
-                seq.table, seq.match = self.kv.begin(seq.tokens)
-                seq.num_computed = seq.match.num_tokens
+                seq.table, match = self.kv.begin(seq.tokens)
+                seq.num_computed = match.num_tokens
+                if seq.match is None:  # a recompute after preemption keeps the first hit
+                    seq.match = match
             remaining = len(seq.tokens) - 1 - seq.num_computed
             length = min(remaining, budget, self._fits(seq.table, remaining))
             if length > 0:
