@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
@@ -50,3 +50,15 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
     await asyncio.gather(task, return_exceptions=True)
     log.info("client disconnected (499): request %s", request_id_of(request))
     return None
+
+
+async def watch_stream(stream: AsyncIterator[bytes], request: Request) -> AsyncIterator[bytes]:
+    """Pass a response stream through, logging a client that leaves early as a 499."""
+    completed = False
+    try:
+        async for chunk in stream:
+            yield chunk
+        completed = True
+    finally:
+        if not completed:
+            log.info("client disconnected (499): request %s", request_id_of(request))

@@ -257,7 +257,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
-    from vllm_mlx.bench.runner import execute
+    from vllm_mlx.bench.main import execute
 
     try:
         return execute(cfg)

@@ -12,7 +12,7 @@ from vllm_mlx.api.anthropic import adapter, render
 from vllm_mlx.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from vllm_mlx.api.context import new_id, request_id_of, serving
 from vllm_mlx.api.generation import collect
-from vllm_mlx.api.http import parse_body, until_disconnect
+from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
 
 router = APIRouter()
 
@@ -27,7 +27,7 @@ async def messages(request: Request) -> Response:
     meta = render.MessageMeta(new_id("msg_"), body.model)
     if body.stream:
         events = render.stream_message(ctx.engine, gen, meta, prepared.output, ctx.policy.timeout_s)
-        return StreamingResponse(events, media_type="text/event-stream")
+        return StreamingResponse(watch_stream(events, request), media_type="text/event-stream")
     results = await until_disconnect(request, collect(ctx.engine, [gen], ctx.policy.timeout_s))
     if results is None:
         return Response(status_code=499)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from vllm_mlx.api.context import ServingContext, new_id, request_id_of, serving
 from vllm_mlx.api.diagnostics import diagnostics_body
 from vllm_mlx.api.generation import collect
-from vllm_mlx.api.http import parse_body, until_disconnect
+from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
 from vllm_mlx.api.openai import adapter, render
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -48,9 +48,8 @@ async def _run(
             echo,
             prepared.output,
         )
-        return StreamingResponse(
-            render.stream_response(ctx.engine, gen, meta, opts), media_type="text/event-stream"
-        )
+        stream = render.stream_response(ctx.engine, gen, meta, opts)
+        return StreamingResponse(watch_stream(stream, request), media_type="text/event-stream")
     results = await until_disconnect(request, collect(ctx.engine, gen, ctx.policy.timeout_s))
     if results is None:
         return Response(status_code=499)
