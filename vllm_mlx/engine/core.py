@@ -43,6 +43,8 @@ from vllm_mlx.engine.types import (
 
 log = logging.getLogger(__name__)
 
+_STATS_PERIOD_S = 0.1  # how stale /v1/status may be while requests run
+
 
 @dataclass(frozen=True)
 class _Submit:
@@ -76,6 +78,7 @@ class EngineCore:
         self._done_requests = 0
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._stats_time = 0.0
 
     # -- public, thread-safe -------------------------------------------------
 
@@ -130,7 +133,7 @@ class EngineCore:
                 self._scheduler.max_running = self._runtime.max_running(self._in_flight)
                 if self._scheduler.has_work:
                     self._step()
-                self._publish_stats()
+                self._publish_stats(throttle=True)
         except Exception as exc:  # the last line of defence: say so, fail everyone, stop
             log.exception("engine thread crashed")
             self.crashed = exc
@@ -299,7 +302,12 @@ class EngineCore:
         for seq in list(self._scheduler.all()):
             self._finish(seq.request_id, FinishReason.ABORT)
 
-    def _publish_stats(self) -> None:
+    def _publish_stats(self, throttle: bool = False) -> None:
+        """Snapshot counters for other threads; throttled while busy (it is per step)."""
+        now = time.monotonic()
+        if throttle and self._scheduler.has_work and now - self._stats_time < _STATS_PERIOD_S:
+            return
+        self._stats_time = now
         mem = memory_snapshot()
         pool = self._kv.pool
         stats = EngineStats(
