@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import InvalidRequest, ModelNotFound
+from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.openai import adapter
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.config import EngineConfig, PolicyConfig
+from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
 from vllm_mlx.engine.types import SamplingParams
 
 VOCAB = 100
@@ -36,16 +37,19 @@ class FakeTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(chr(i + 32) for i in ids)
 
-    def encode_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+    special_tokens: tuple[str, ...] = ()
+
+    def render_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         if any(m["role"] == "tool" for m in messages) and messages[0]["role"] == "tool":
             raise TemplateError("conversation must not start with a tool message")
         self.chats.append((messages, kwargs))
-        return self.encode("".join(m["content"] for m in messages))
+        return "".join(m["content"] for m in messages)
 
 
 def make_ctx(
     context: int = CONTEXT,
     policy: PolicyConfig | None = None,
+    agent: AgentConfig | None = None,
     **engine: Any,
 ) -> ServingContext:
     return ServingContext(
@@ -55,6 +59,7 @@ def make_ctx(
         model_context_length=context,
         engine_config=EngineConfig(**engine),
         policy=policy or PolicyConfig(),
+        agent=agent or AgentConfig(),
     )
 
 
@@ -230,7 +235,12 @@ def test_template_messages() -> None:
     assert adapter.template_messages(body.messages) == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "ab"},
-        {"role": "assistant", "content": "", "tool_calls": [call]},
+        # Templates get tool-call arguments as objects, not JSON text.
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{**call, "function": {"name": "f", "arguments": {}}}],
+        },
         {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "f"},
     ]
 
@@ -239,39 +249,41 @@ def test_image_content_is_refused() -> None:
     parts = [{"type": "image_url", "image_url": {"url": "data:x"}}]
     body = chat(messages=[{"role": "user", "content": parts}])
     with pytest.raises(InvalidRequest) as info:
-        adapter.chat_prompt(body, make_ctx())
+        adapter.prepare_chat(body, make_ctx())
     assert info.value.code == "unsupported_modality"
 
 
 def test_chat_prompt_passes_tools_and_template_kwargs() -> None:
-    ctx = make_ctx()
+    ctx = make_ctx(agent=AgentConfig(enable_auto_tool_choice=True, tool_call_parser="hermes"))
     tools = [{"type": "function", "function": {"name": "f"}}]
     body = chat(tools=tools, chat_template_kwargs={"enable_thinking": False})
-    assert adapter.chat_prompt(body, ctx) == [4, 5]
+    assert adapter.prepare_chat(body, ctx).prompts == [[4, 5]]
     tokenizer: FakeTokenizer = ctx.tokenizer  # type: ignore[assignment]
     assert tokenizer.chats[-1][1] == {"tools": tools, "enable_thinking": False}
-    adapter.chat_prompt(chat(tools=tools, tool_choice="none"), ctx)
+    adapter.prepare_chat(chat(tools=tools, tool_choice="none"), ctx)
     assert tokenizer.chats[-1][1] == {"tools": None}
 
 
 def test_template_error_is_invalid_request() -> None:
     body = chat(messages=[{"role": "tool", "content": "x"}])
     with pytest.raises(InvalidRequest, match="must not start") as info:
-        adapter.chat_prompt(body, make_ctx())
+        adapter.prepare_chat(body, make_ctx())
     assert info.value.param == "messages"
 
 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
+        # No constraint builder in this context: structured output is unavailable.
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
         ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
     ],
 )
-def test_unsupported_chat_features_are_refused(fields: dict[str, Any], param: str) -> None:
+def test_unavailable_chat_features_are_refused(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        adapter.chat_prompt(chat(**fields), make_ctx())
+        adapter.prepare_chat(chat(**fields), make_ctx())
     assert info.value.param == param
 
 
@@ -282,7 +294,8 @@ def test_n_sequences_per_prompt() -> None:
     ctx = make_ctx(policy=PolicyConfig(timeout_s=30.0))
     body = completion(prompt=[[1, 2, 3], [4] * 10], n=2, seed=7)
     before = time.monotonic()
-    requests = adapter.generation_requests("req", [[1, 2, 3], [4] * 10], body, ctx, None, None)
+    prepared = PreparedPrompt([[1, 2, 3], [4] * 10])
+    requests = adapter.generation_requests("req", prepared, body, ctx, None, None)
     assert [r.request_id for r in requests] == ["req-0", "req-1", "req-2", "req-3"]
     assert [r.prompt_token_ids for r in requests] == [(1, 2, 3)] * 2 + [(4,) * 10] * 2
     assert [r.sampling.seed for r in requests] == [7, 8, 9, 10]
@@ -297,11 +310,12 @@ def test_n_sequences_per_prompt() -> None:
 
 def test_explicit_max_tokens_checked_per_prompt() -> None:
     body = completion(n=1)
-    reqs = adapter.generation_requests("r", [[1] * 10], body, make_ctx(), 54, 3)
+    reqs = adapter.generation_requests("r", PreparedPrompt([[1] * 10]), body, make_ctx(), 54, 3)
     assert reqs[0].sampling.max_tokens == 54
     assert reqs[0].sampling.top_logprobs == 3
     with pytest.raises(InvalidRequest):
-        adapter.generation_requests("r", [[1] * 10, [1] * 11], body, make_ctx(), 54, None)
+        prepared = PreparedPrompt([[1] * 10, [1] * 11])
+        adapter.generation_requests("r", prepared, body, make_ctx(), 54, None)
 
 
 # -- ServingContext ----------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vllm_mlx.api.errors import APIError, RequestTimedOut, from_engine_error
+from vllm_mlx.api.output import OutputProcessor
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.engine.types import (
     EngineError,
@@ -14,9 +15,20 @@ from vllm_mlx.engine.types import (
     Finished,
     FinishReason,
     GenerationRequest,
+    LogitsProcessorFactory,
     TokenDelta,
     TokenLogprob,
 )
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A request turned into token ids plus how to constrain and parse its output."""
+
+    prompts: list[list[int]]
+    logits_processors: tuple[LogitsProcessorFactory, ...] = ()
+    output: Callable[[], OutputProcessor] = OutputProcessor
+    skip_special_tokens: bool = True
 
 
 async def merged_events(

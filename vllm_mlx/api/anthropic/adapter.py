@@ -19,7 +19,7 @@ from vllm_mlx.api.anthropic.protocol import (
 )
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
-from vllm_mlx.api.openai.adapter import PreparedPrompt
+from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.output import ToolMode, processor_factory
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams

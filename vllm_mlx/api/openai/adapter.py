@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
+from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -17,7 +16,7 @@ from vllm_mlx.api.openai.protocol import (
     SamplingFields,
     TextPart,
 )
-from vllm_mlx.api.output import OutputProcessor, ToolMode, processor_factory
+from vllm_mlx.api.output import ToolMode, processor_factory
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
@@ -112,16 +111,6 @@ def _json_or_text(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-@dataclass(frozen=True)
-class PreparedPrompt:
-    """A request turned into token ids plus how to constrain and parse its output."""
-
-    prompts: list[list[int]]
-    logits_processors: tuple[LogitsProcessorFactory, ...] = ()
-    output: Callable[[], OutputProcessor] = OutputProcessor
-    skip_special_tokens: bool = True
 
 
 def _tool_mode(body: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolMode, str | None]:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vllm_mlx.api.context import ServingContext, new_id, request_id_of, serving
 from vllm_mlx.api.diagnostics import diagnostics_body
-from vllm_mlx.api.generation import collect
+from vllm_mlx.api.generation import PreparedPrompt, collect
 from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
 from vllm_mlx.api.openai import adapter, render
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
@@ -24,7 +24,7 @@ router = APIRouter()
 async def _run(
     request: Request,
     ctx: ServingContext,
-    prepare: Callable[[], adapter.PreparedPrompt],
+    prepare: Callable[[], PreparedPrompt],
     body: ChatCompletionRequest | CompletionRequest,
     chat: bool,
 ) -> Response:
