@@ -297,6 +297,7 @@ class EngineCore:
         self._done_requests += 1
         self._prompt_tokens += len(seq.prompt)
         self._completion_tokens += len(seq.output_ids)
+        self._stats_time = 0.0  # publish at the end of this step, throttle or not
 
     def _shutdown(self) -> None:
         for seq in list(self._scheduler.all()):
