@@ -63,7 +63,7 @@ def test_layout_and_config(tiny_path: Path) -> None:
     vocab = len(tokenizer["model"]["vocab"])
     assert config["vocab_size"] == vocab
     assert 500 <= vocab <= 1000
-    assert config["max_position_embeddings"] == 512
+    assert config["max_position_embeddings"] == 2048
     assert config["hidden_size"] == 64 and config["num_hidden_layers"] == 2
     assert config["tie_word_embeddings"] is (config["model_type"] == "qwen2")
     tok_config = json.loads((tiny_path / "tokenizer_config.json").read_text())

@@ -27,6 +27,7 @@ class FakeTokenizer:
     """One token per character (ord mod VOCAB); enough for the adapter."""
 
     vocab_size = VOCAB
+    template_knows_tools = True
 
     def __init__(self) -> None:
         self.chats: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []

@@ -23,7 +23,7 @@ from tests.conftest import LaunchServer
 from tests.fixtures.server import assert_openai_error, openai_client, sse_events, wait_idle
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
-WINDOW = 512  # max_position_embeddings of the tiny model
+WINDOW = 2048  # max_position_embeddings of the tiny model
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +376,7 @@ def test_request_diagnostics(tiny_http: httpx.Client, level: str) -> None:
 
 
 def test_prompt_longer_than_window_is_400(tiny_http: httpx.Client) -> None:
-    long_text = "the sea and the storm " * 300
+    long_text = "the sea and the storm " * 1200
     body = {"model": "default", "messages": [{"role": "user", "content": long_text}]}
     resp = tiny_http.post("/v1/chat/completions", json=body)
     error = assert_openai_error(resp, 400)

@@ -46,8 +46,13 @@ class ServingContext:
     def deadline(self) -> float:
         return time.monotonic() + self.policy.timeout_s
 
-    def resolve_max_tokens(self, requested: int | None, prompt_tokens: int) -> int:
-        """An explicit max_tokens must fit the window; the default is clamped to it."""
+    def resolve_max_tokens(
+        self, requested: int | None, prompt_tokens: int, ceiling: int | None = None
+    ) -> int:
+        """An explicit max_tokens must fit the window; the default is clamped to it.
+
+        ``ceiling`` replaces the server default as the clamped budget.
+        """
         room = self.context_length - prompt_tokens
         if room <= 0:
             raise InvalidRequest(
@@ -57,7 +62,7 @@ class ServingContext:
                 code="context_length_exceeded",
             )
         if requested is None:
-            return min(self.engine_config.default_max_tokens, room)
+            return min(ceiling or self.engine_config.default_max_tokens, room)
         if requested > room:
             raise InvalidRequest(
                 f"This model's maximum context length is {self.context_length} tokens. "

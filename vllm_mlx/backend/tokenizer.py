@@ -18,7 +18,10 @@ class Tokenizer:
         # The Rust tokenizer decodes several times faster than the Python wrapper.
         self._fast = getattr(self._hf, "_tokenizer", None)
         self.eos_token_ids = eos_token_ids
-        self.has_chat_template = bool(getattr(self._hf, "chat_template", None))
+        template = getattr(self._hf, "chat_template", None)
+        self.has_chat_template = bool(template)
+        # Templates that never mention tools drop tool definitions and calls.
+        self.template_knows_tools = isinstance(template, str) and "tool" in template
         self.vocab_size = len(self._hf)  # ids at or above this cannot be decoded
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -203,6 +203,7 @@ class EngineCore:
             req, cmd.sink, sampler, self._decoder, self._config.stream_interval, limit
         )
         self._scheduler.add(seq)
+        self._stats_time = 0.0  # a new request shows in /v1/status after this step
 
     @property
     def _context_length(self) -> int:

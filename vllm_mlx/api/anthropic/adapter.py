@@ -21,6 +21,7 @@ from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.output import ToolMode, processor_factory
+from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
@@ -154,7 +155,7 @@ def render_prompt(
     mode, forced = _tool_mode(body, ctx)
     tools = template_tools(body)
     try:
-        text = ctx.tokenizer.render_chat(template_messages(body), tools=tools)
+        text = render_with_tools(ctx.tokenizer, template_messages(body), tools)
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
     return text, mode, forced
@@ -193,7 +194,8 @@ def generation_request(
         temperature = defaults.default_temperature
     top_p = body.top_p if body.top_p is not None else defaults.default_top_p
     params = SamplingParams(
-        max_tokens=ctx.resolve_max_tokens(body.max_tokens, len(prompt)),
+        # Agents send a fixed large max_tokens (Claude Code: 32000); fit it to the window.
+        max_tokens=ctx.resolve_max_tokens(None, len(prompt), ceiling=body.max_tokens),
         temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
         top_p=DEFAULT_TOP_P if top_p is None else top_p,
         top_k=body.top_k or 0,

@@ -41,8 +41,9 @@ def stop_reason(finished: Finished, tool_calls: bool) -> str:
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
+    """Anthropic splits the prompt: fresh input tokens plus tokens read from cache."""
     return {
-        "input_tokens": usage.prompt_tokens,
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "cache_creation_input_tokens": 0,

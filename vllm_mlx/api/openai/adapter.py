@@ -17,6 +17,7 @@ from vllm_mlx.api.openai.protocol import (
     TextPart,
 )
 from vllm_mlx.api.output import ToolMode, processor_factory
+from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
@@ -176,8 +177,11 @@ def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPr
     elif (json_format := _response_format(body, ctx)) is not None:
         processors.append(json_format)
     try:
-        text = ctx.tokenizer.render_chat(
-            template_messages(body.messages), tools=tools, **(body.chat_template_kwargs or {})
+        text = render_with_tools(
+            ctx.tokenizer,
+            template_messages(body.messages),
+            tools,
+            **(body.chat_template_kwargs or {}),
         )
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
