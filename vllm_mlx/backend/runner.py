@@ -18,8 +18,10 @@ class UnsupportedModelError(RuntimeError):
 class ModelRunner:
     """Runs batched prefill and decode passes; one instance per loaded model.
 
-    Every pass is evaluated before it returns: the KV pools are then updated in
-    place (a pending reader of an older pool version would force MLX to copy it).
+    The KV pools are updated in place only while no other pass that reads them is
+    in flight (a pending reader of an older pool version makes MLX copy the pool):
+    prefill evaluates before it returns, and the engine launches a decode pass
+    only after the previous one has finished.
     """
 
     def __init__(self, loaded: LoadedModel, block_size: int) -> None:
@@ -48,11 +50,19 @@ class ModelRunner:
         mx.eval(self.storage.state())
 
     def decode(
-        self, tokens: Sequence[int], block_tables: Sequence[Sequence[int]], positions: Sequence[int]
+        self,
+        tokens: Sequence[int] | mx.array,
+        block_tables: Sequence[Sequence[int]],
+        positions: Sequence[int],
     ) -> mx.array:
-        """Next-token logits (B, vocab) for one new token per row."""
+        """Lazy next-token logits (B, vocab) for one new token per row.
+
+        ``tokens`` may be a lazy (B,) array: the previous step's samples, so the
+        next graph is built before they are read back.
+        """
         layout = build_layout(block_tables, positions, 1, self.block_size)
-        logits = self._forward(mx.array(list(tokens), dtype=mx.int32)[:, None], layout)
+        ids = tokens if isinstance(tokens, mx.array) else mx.array(list(tokens), dtype=mx.int32)
+        logits = self._forward(ids.astype(mx.int32)[:, None], layout)
         return logits[:, -1, :]
 
     def copy_block(self, src: int, dst: int, num_tokens: int) -> None:

@@ -250,6 +250,10 @@ class EngineCore:
                 self._fail(seq, ErrorKind.INTERNAL, f"engine failure: {exc}")
 
     def _execute(self, plan: StepPlan[SequenceState]) -> None:
+        grows = self._kv.pool.high_water > self._runner.storage.capacity_blocks
+        history = any(seq.sampler.needs_history for seq in plan.decodes)
+        if plan.prefills or plan.copies or plan.preempted or grows or history:
+            self._settle()  # these write the pools or read Python history: no pass in flight
         self._runner.ensure_blocks(self._kv.pool.high_water)
         for copy in plan.copies:
             self._runner.copy_block(copy.src, copy.dst, copy.num_tokens)
@@ -263,19 +267,47 @@ class EngineCore:
             self._decode(plan.decodes)
 
     def _decode(self, rows: list[SequenceState]) -> None:
+        """Build this step on the previous step's lazy samples, then read those back.
+
+        The pipeline as in mlx-lm: graph building overlaps the previous pass. A row
+        that turns out finished still runs this pass; its result is dropped.
+        """
+        rows = [seq for seq in rows if seq.table is not None]  # _settle may have ended some
+        if not rows:
+            return
         tables = [seq.table.block_ids for seq in rows if seq.table is not None]
-        positions = [len(seq.tokens) - 1 for seq in rows]
-        logits = self._runner.decode([seq.tokens[-1] for seq in rows], tables, positions)
+        positions = [seq.table.num_tokens - 1 for seq in rows if seq.table is not None]
+        feed = [
+            seq.pending.token if seq.pending else mx.array([seq.tokens[-1]], dtype=mx.int32)
+            for seq in rows
+        ]
+        logits = self._runner.decode(mx.concatenate(feed), tables, positions)
         outs = [seq.sampler.sample(logits[i : i + 1], seq.output_ids) for i, seq in enumerate(rows)]
-        mx.eval([a for out in outs for a in out.arrays()], self._runner.storage.state())
-        for seq, out, pos in zip(rows, outs, positions, strict=True):
-            seq.num_computed = pos + 1
-            assert seq.table is not None
-            self._kv.commit(seq.table, seq.tokens[: pos + 1], len(seq.prompt))
-            seq.append(_read_back(out))
-            if seq.finished:
-                self._scheduler.remove(seq.request_id)
-                self._retire(seq)
+        for seq in rows:
+            if seq.pending is not None:
+                self._absorb(seq)
+        mx.async_eval([a for out in outs for a in out.arrays()], self._runner.storage.state())
+        for seq, out in zip(rows, outs, strict=True):
+            if not seq.finished:
+                seq.pending = out
+
+    def _settle(self) -> None:
+        """Wait for the pass in flight and take in every token it sampled."""
+        for seq in list(self._scheduler.all()):
+            if seq.pending is not None:
+                self._absorb(seq)
+
+    def _absorb(self, seq: SequenceState) -> None:
+        """Read back a sampled token; every token before it has been fed by now."""
+        out, seq.pending = seq.pending, None
+        assert out is not None
+        if seq.table is not None:  # a preempted sequence recomputes instead
+            seq.num_computed = len(seq.tokens)
+            self._kv.commit(seq.table, seq.tokens, len(seq.prompt))
+        seq.append(_read_back(out))
+        if seq.finished:
+            self._scheduler.remove(seq.request_id)
+            self._retire(seq)
 
     def _fail(self, seq: SequenceState, kind: ErrorKind, message: str) -> None:
         seq.finished = True

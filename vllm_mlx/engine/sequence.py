@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from vllm_mlx.engine.detokenize import IncrementalDetokenizer
 from vllm_mlx.engine.kv.manager import BlockTable, PrefixMatch
-from vllm_mlx.engine.sampling import RequestSampler
+from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
 from vllm_mlx.engine.scheduler import Phase
 from vllm_mlx.engine.stop import StopStringMatcher
 from vllm_mlx.engine.types import (
@@ -66,6 +66,7 @@ class SequenceState:
         self.num_computed = 0  # tokens whose KV is in the cache
         self.tokens: list[int] = list(request.prompt_token_ids)  # prompt, then output
         self.output_ids: list[int] = []
+        self.pending: SampleOutput | None = None  # sampled on the device, not read back yet
         self.finished = False
         self.finish_reason: FinishReason | None = None
         self._decoder = decoder
