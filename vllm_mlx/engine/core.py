@@ -34,6 +34,7 @@ from vllm_mlx.engine.sequence import EventSink, SampledToken, SequenceState, Tex
 from vllm_mlx.engine.types import (
     CacheStats,
     EngineError,
+    EngineEvent,
     EngineStats,
     ErrorKind,
     FinishReason,
@@ -79,6 +80,9 @@ class EngineCore:
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._stats_time = 0.0
+        # Events of a step are delivered after its stats are published, so a client
+        # that sees its request finish never reads a /v1/status from before that.
+        self._outbox: list[tuple[EventSink, EngineEvent]] = []
 
     # -- public, thread-safe -------------------------------------------------
 
@@ -134,12 +138,14 @@ class EngineCore:
                 if self._scheduler.has_work:
                     self._step()
                 self._publish_stats(throttle=True)
+                self._deliver()
         except Exception as exc:  # the last line of defence: say so, fail everyone, stop
             log.exception("engine thread crashed")
             self.crashed = exc
             for seq in list(self._scheduler.all()):
                 seq.finished = True
                 seq.sink(EngineError(ErrorKind.INTERNAL, f"engine crashed: {exc}"))
+            self._deliver()
 
     def _setup(self) -> None:
         self.loaded = self._load()
@@ -199,8 +205,14 @@ class EngineCore:
             return
         extra = [factory() for factory in req.logits_processors]
         sampler = RequestSampler(req.sampling, req.prompt_token_ids, self._runner.vocab_size, extra)
+        sink = cmd.sink
         seq = SequenceState(
-            req, cmd.sink, sampler, self._decoder, self._config.stream_interval, limit
+            req,
+            lambda event: self._outbox.append((sink, event)),
+            sampler,
+            self._decoder,
+            self._config.stream_interval,
+            limit,
         )
         self._scheduler.add(seq)
         self._stats_time = 0.0  # a new request shows in /v1/status after this step
@@ -335,6 +347,12 @@ class EngineCore:
     def _shutdown(self) -> None:
         for seq in list(self._scheduler.all()):
             self._finish(seq.request_id, FinishReason.ABORT)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for sink, event in outbox:
+            sink(event)
 
     def _publish_stats(self, throttle: bool = False) -> None:
         """Snapshot counters for other threads; throttled while busy (it is per step)."""
