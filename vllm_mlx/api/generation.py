@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import APIError, RequestTimedOut, from_engine_error
-from vllm_mlx.api.output import OutputProcessor
+from vllm_mlx.api.output import OutputProcessor, ToolMode, processor_factory
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.engine.types import (
     EngineError,
@@ -29,6 +31,23 @@ class PreparedPrompt:
     logits_processors: tuple[LogitsProcessorFactory, ...] = ()
     output: Callable[[], OutputProcessor] = OutputProcessor
     skip_special_tokens: bool = True
+
+
+def prepared_chat(
+    ctx: ServingContext,
+    text: str,
+    tools: list[dict[str, Any]] | None,
+    mode: ToolMode,
+    processors: Sequence[LogitsProcessorFactory],
+) -> PreparedPrompt:
+    """A rendered conversation, tokenized, with the parsers its tool mode needs."""
+    return PreparedPrompt(
+        [ctx.tokenizer.encode(text, add_special_tokens=False)],
+        tuple(processors),
+        processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text),
+        # Some families write their call markers as special tokens.
+        skip_special_tokens=mode is not ToolMode.AUTO,
+    )
 
 
 async def merged_events(

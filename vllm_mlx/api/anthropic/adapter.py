@@ -19,8 +19,8 @@ from vllm_mlx.api.anthropic.protocol import (
 )
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
-from vllm_mlx.api.generation import PreparedPrompt
-from vllm_mlx.api.output import ToolMode, processor_factory
+from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
+from vllm_mlx.api.output import ToolMode
 from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
@@ -170,13 +170,7 @@ def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedProm
         assert tools is not None
         builder = require_constraints(ctx, "tool_choice")
         processors.append(builder.tool_call(tools, forced, "tool_choice"))
-    output = processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text)
-    return PreparedPrompt(
-        [ctx.tokenizer.encode(text, add_special_tokens=False)],
-        tuple(processors),
-        output,
-        skip_special_tokens=mode is not ToolMode.AUTO,
-    )
+    return prepared_chat(ctx, text, tools, mode, processors)
 
 
 def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
-from vllm_mlx.api.generation import PreparedPrompt
+from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
 from vllm_mlx.api.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -16,7 +16,7 @@ from vllm_mlx.api.openai.protocol import (
     SamplingFields,
     TextPart,
 )
-from vllm_mlx.api.output import ToolMode, processor_factory
+from vllm_mlx.api.output import ToolMode
 from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
@@ -185,14 +185,7 @@ def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPr
         )
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
-    output = processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text)
-    return PreparedPrompt(
-        [ctx.tokenizer.encode(text, add_special_tokens=False)],
-        tuple(processors),
-        output,
-        # Some families write their call markers as special tokens.
-        skip_special_tokens=mode is not ToolMode.AUTO,
-    )
+    return prepared_chat(ctx, text, tools, mode, processors)
 
 
 def prepare_completion(body: CompletionRequest, ctx: ServingContext) -> PreparedPrompt:
