@@ -15,11 +15,6 @@ from vllm_mlx.engine.kv.manager import BlockTable, HitType, KVCacheManager, Pref
 from vllm_mlx.engine.scheduler import Phase, PrefillChunk, Scheduler, StepPlan
 
 BS = 16
-FITS_BUG = (
-    "Scheduler._fits (scheduler.py:193-199) counts the free slots of a borrowed tail even "
-    "when no block is free for its copy, so _plan_prefills calls append_slots, which raises "
-    "NoFreeBlocks out of schedule() (and out of the engine thread: core.py _step)"
-)
 
 
 class FakeSeq:
