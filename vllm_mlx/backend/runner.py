@@ -8,7 +8,7 @@ import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from vllm_mlx.backend.model import LoadedModel
-from vllm_mlx.backend.paged import PagedKVStorage, build_layout
+from vllm_mlx.backend.paged import BatchLayout, PagedKVStorage, build_layout
 
 
 class UnsupportedModelError(RuntimeError):
@@ -71,6 +71,6 @@ class ModelRunner:
     def ensure_blocks(self, num_blocks: int) -> None:
         self.storage.ensure_blocks(num_blocks)
 
-    def _forward(self, tokens: mx.array, layout: object) -> mx.array:
-        cache = [self.storage.layer(i, layout) for i in range(len(self.storage.keys))]  # type: ignore[arg-type]
+    def _forward(self, tokens: mx.array, layout: BatchLayout) -> mx.array:
+        cache = [self.storage.layer(i, layout) for i in range(len(self.storage.keys))]
         return self._model(tokens, cache=cache)

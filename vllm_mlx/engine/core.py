@@ -284,11 +284,12 @@ class EngineCore:
         The pipeline as in mlx-lm: graph building overlaps the previous pass. A row
         that turns out finished still runs this pass; its result is dropped.
         """
-        rows = [seq for seq in rows if seq.table is not None]  # _settle may have ended some
-        if not rows:
+        live = [(seq, seq.table) for seq in rows if seq.table is not None]  # _settle may end some
+        if not live:
             return
-        tables = [seq.table.block_ids for seq in rows if seq.table is not None]
-        positions = [seq.table.num_tokens - 1 for seq in rows if seq.table is not None]
+        rows = [seq for seq, _ in live]
+        tables = [table.block_ids for _, table in live]
+        positions = [table.num_tokens - 1 for _, table in live]
         feed = [
             seq.pending.token if seq.pending else mx.array([seq.tokens[-1]], dtype=mx.int32)
             for seq in rows
