@@ -12,7 +12,8 @@ import pytest
 from tests.bench.fake_server import TEMPLATE_TOKENS, TOKEN_DELAY_S, FakeServer
 from vllm_mlx.bench import add_bench_arguments, run_bench
 from vllm_mlx.bench.config import BenchConfig
-from vllm_mlx.bench.runner import run_sweep
+from vllm_mlx.bench.runner import run_paired, run_sweep
+from vllm_mlx.bench.stats import LevelStats, RequestRecord
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -106,7 +107,7 @@ def test_cli_exit_status_is_1_when_requests_fail(
     assert "server" in captured.err  # the table moved to stderr
 
 
-def test_compare_baseline_runs_baseline_then_server_and_prints_ratio(
+def test_compare_baseline_pairs_level_1_then_sweeps_and_prints_ratio(
     fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.fixtures.tiny_models import build_tiny_model
@@ -120,3 +121,36 @@ def test_compare_baseline_runs_baseline_then_server_and_prints_ratio(
                                                          ["server", "2"]]  # fmt: skip
     assert lines[5].startswith("server/baseline decode tok/s at concurrency 1: ")
     float(lines[5].rsplit(" ", 1)[1])  # a number, not "n/a"
+
+
+class _RecordingTimer:
+    """A stand-in baseline that notes how many server requests preceded each of its calls."""
+
+    def __init__(self, fake_server: FakeServer) -> None:
+        self._server = fake_server
+        self.calls: list[tuple[str, int]] = []
+
+    def time_one(self, prompt: str) -> RequestRecord:
+        self.calls.append((prompt, len(self._server.state.bodies)))
+        return RequestRecord(ok=True, ttft_s=0.01, e2e_s=0.05, itl_s=(0.01,) * 4, output_tokens=5)
+
+
+def test_paired_level_alternates_baseline_and_server_on_the_same_prompts(
+    fake_server: FakeServer,
+) -> None:
+    cfg = BenchConfig(
+        base_url=fake_server.url("ok"), concurrency=(1,), num_prompts=3, prompt_tokens=10,
+        max_tokens=4, warmup=1, progress=False, compare_baseline=True,
+    )  # fmt: skip
+    timer = _RecordingTimer(fake_server)
+    reported: list[LevelStats] = []
+    asyncio.run(run_paired(cfg, timer, reported.append))
+    # Baseline call i comes after the warmup and exactly i measured server requests.
+    assert [before for _, before in timer.calls] == [1, 2, 3]
+    sent = [body["messages"][-1]["content"] for body in fake_server.state.bodies[1:]]
+    assert sent == [prompt for prompt, _ in timer.calls]
+    baseline, server = reported
+    assert (baseline.label, baseline.requests, server.label, server.requests) == (
+        "mlx-lm direct", 3, "server", 3,
+    )  # fmt: skip
+    assert baseline.wall_s > 0 and server.wall_s > 0 and server.server is not None

@@ -1,19 +1,26 @@
 """Paged KV storage in MLX arrays, and the per-step cache views mlx-lm models call.
 
-Each layer owns one K pool and one V pool of shape (slots, kv_heads, head_dim),
+Each layer owns one K pool and one V pool of shape (1, kv_heads, slots, head_dim),
 with slot = block_id * block_size + offset. A forward pass over a batch writes
 the new tokens' K/V into their slots (scatter), then reads every sequence's K/V
-through its slot list (gather) and hands it to MLX's fused attention:
+through its block table (gather) and hands it to MLX's fused attention:
 
-    new K/V (B, H, L, D) ──scatter──► pool (slots, H, D) ──gather──► (B, H, Lmax, D)
+    new K/V (B, H, L, D) ──scatter──► pool (1, H, slots, D) ──gather──► (B, H, Lmax, D)
                                                                          │
     queries (B, Hq, L, D) ─────────────────────────► scaled_dot_product_attention
 
-Rows shorter than Lmax point their padding at slot 0 and are masked out.
+Rows shorter than Lmax point their padding at block 0 and are masked out.
+
+A single row whose blocks are consecutive (the common case: one request on a
+fresh pool) skips both index ops: it writes with a slice update and attends over
+a strided view of the pool, as mlx-lm's own cache does. The pool is laid out
+like a one-row batch so that such a view needs no reshaping and is (L, D)
+contiguous per head, which the attention matmuls read without a copy.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +38,8 @@ class BatchLayout:
     tables: mx.array  # (B, W) block ids of every row, padded with block 0
     kv_len: int | None  # keys to keep after the gather, for a single row
     mask: mx.array | str | None  # (B, 1, L, W*block) per-row causal mask; simpler when B == 1
+    write_start: int | None = None  # single row: its new tokens fill slots from here on
+    read_start: int | None = None  # single row on consecutive blocks: its keys start here
 
 
 def build_layout(
@@ -46,17 +55,26 @@ def build_layout(
     query_pos = offsets[:, None] + mx.arange(new_tokens, dtype=mx.int32)[None, :]
     row_blocks = mx.take_along_axis(tables, query_pos // block_size, axis=1)
     write_slots = (row_blocks * block_size + query_pos % block_size).reshape(-1)
-    mask: mx.array | str | None
-    kv_len = None
-    if len(block_tables) == 1:
-        # One row reads exactly its own positions: plain (bottom-right) causal attention.
-        kv_len = positions[0] + new_tokens
-        mask = "causal" if new_tokens > 1 else None
-    else:
+    if len(block_tables) > 1:
         # Whole blocks are gathered; the mask hides what lies past each row's position.
         key_pos = mx.arange(width * block_size, dtype=mx.int32)
         mask = (key_pos[None, None, :] <= query_pos[:, :, None])[:, None, :, :]
-    return BatchLayout(offsets, write_slots, tables, kv_len, mask)
+        return BatchLayout(offsets, write_slots, tables, None, mask)
+    # One row reads exactly its own positions: plain (bottom-right) causal attention.
+    table, start = block_tables[0], positions[0]
+    end = start + new_tokens
+    first, last = start // block_size, (end - 1) // block_size
+    write_start = read_start = None
+    if _consecutive(table[first : last + 1]):
+        write_start = table[first] * block_size + start % block_size
+    if _consecutive(table[: last + 1]):
+        read_start = table[0] * block_size
+    causal = "causal" if new_tokens > 1 else None
+    return BatchLayout(offsets, write_slots, tables, end, causal, write_start, read_start)
+
+
+def _consecutive(block_ids: Sequence[int]) -> bool:
+    return all(b == a + 1 for a, b in itertools.pairwise(block_ids))
 
 
 class PagedKVStorage:
@@ -77,26 +95,27 @@ class PagedKVStorage:
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
                 if pool is not None:
-                    pad = mx.zeros((extra, *pool.shape[1:]), dtype=pool.dtype)
-                    pools[i] = mx.concatenate([pool, pad])
+                    _, heads, _, dim = pool.shape
+                    pad = mx.zeros((1, heads, extra, dim), dtype=pool.dtype)
+                    pools[i] = mx.concatenate([pool, pad], axis=2)
         self.capacity_blocks = target
 
     def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
         """Copy-on-write: the first tokens of block src into block dst."""
         bs = self.block_size
-        src_slots = mx.arange(src * bs, src * bs + num_tokens)
-        dst_slots = mx.arange(dst * bs, dst * bs + num_tokens)
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
                 if pool is not None:
-                    rows = pool[src_slots]
-                    # Evaluated first, so the scatter below can update the pool in place.
+                    rows = pool[:, :, src * bs : src * bs + num_tokens]
+                    # Evaluated first, so the update below can write the pool in place.
                     mx.eval(rows)
-                    pool[dst_slots] = rows
+                    pool[:, :, dst * bs : dst * bs + num_tokens] = rows
                     pools[i] = pool
 
-    def layer(self, index: int, layout: BatchLayout) -> PagedLayerCache:
-        return PagedLayerCache(self, index, layout)
+    def layers(self, layout: BatchLayout) -> list[PagedLayerCache]:
+        """Every layer's cache view for one forward pass."""
+        index = _GatherIndex(layout.tables)
+        return [PagedLayerCache(self, i, layout, index) for i in range(len(self.keys))]
 
     def state(self) -> list[mx.array]:
         return [a for a in (*self.keys, *self.values) if a is not None]
@@ -107,7 +126,7 @@ class PagedKVStorage:
     def _pool(self, index: int, like: mx.array) -> tuple[mx.array, mx.array]:
         if self.keys[index] is None:
             slots = self.capacity_blocks * self.block_size
-            shape = (slots, like.shape[1], like.shape[3])
+            shape = (1, like.shape[1], slots, like.shape[3])
             self.keys[index] = mx.zeros(shape, dtype=like.dtype)
             self.values[index] = mx.zeros(shape, dtype=like.dtype)
         k, v = self.keys[index], self.values[index]
@@ -115,35 +134,66 @@ class PagedKVStorage:
         return k, v
 
 
+class _GatherIndex:
+    """Block indices of one pass with the heads folded in; built once, shared by every layer."""
+
+    def __init__(self, tables: mx.array) -> None:
+        self._tables = tables
+        self._built: dict[tuple[int, int], mx.array] = {}
+
+    def __call__(self, heads: int, blocks: int) -> mx.array:
+        """(B, heads, W) indices into a pool viewed as (heads * blocks, block_size, dim)."""
+        key = (heads, blocks)
+        if key not in self._built:
+            head_base = mx.arange(heads, dtype=mx.int32)[None, :, None] * blocks
+            self._built[key] = head_base + self._tables[:, None]
+        return self._built[key]
+
+
 class PagedLayerCache:
     """One layer's view of the storage for one forward pass (mlx-lm cache protocol)."""
 
-    def __init__(self, storage: PagedKVStorage, index: int, layout: BatchLayout) -> None:
+    def __init__(
+        self, storage: PagedKVStorage, index: int, layout: BatchLayout, gather: _GatherIndex
+    ) -> None:
         self._storage = storage
         self._index = index
         self._layout = layout
+        self._gather_index = gather
         self.offset = layout.offsets  # RoPE takes per-row offsets
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         k_pool, v_pool = self._storage._pool(self._index, keys)
-        b, h, length, d = keys.shape
-        k_pool[self._layout.write_slots] = keys.transpose(0, 2, 1, 3).reshape(b * length, h, d)
-        v_pool[self._layout.write_slots] = values.transpose(0, 2, 1, 3).reshape(b * length, h, d)
+        k_pool, v_pool = self._write(k_pool, keys), self._write(v_pool, values)
         self._storage.keys[self._index] = k_pool
         self._storage.values[self._index] = v_pool
         return self._gather(k_pool), self._gather(v_pool)
 
+    def _write(self, pool: mx.array, new: mx.array) -> mx.array:
+        """New tokens (B, H, L, D) into their slots."""
+        b, h, length, d = new.shape
+        start = self._layout.write_start
+        if start is not None:
+            pool[:, :, start : start + length] = new
+        else:
+            rows = new.transpose(1, 0, 2, 3).reshape(1, h, b * length, d)
+            pool[:, :, self._layout.write_slots] = rows
+        return pool
+
     def _gather(self, pool: mx.array) -> mx.array:
-        """Each row's K or V, block by block: (B, heads, W * block_size, head_dim)."""
+        """Each row's K or V: (B, heads, W * block_size, head_dim), or a single row's exact keys."""
         layout, bs = self._layout, self._storage.block_size
+        _, heads, slots, dim = pool.shape
+        if layout.read_start is not None and layout.kv_len is not None:
+            return pool[:, :, layout.read_start : layout.read_start + layout.kv_len]
         b, width = layout.tables.shape
-        # Whole blocks are copied per index, much faster than gathering slot by slot.
-        blocks = pool.reshape(-1, bs, *pool.shape[1:])[layout.tables]
-        rows = blocks.reshape(b, width * bs, *pool.shape[1:])
+        # Whole blocks are copied per index (heads folded into the block index), much
+        # faster than gathering slot by slot; the result is already contiguous.
+        index = self._gather_index(heads, slots // bs)
+        rows = pool.reshape(-1, bs, dim)[index].reshape(b, heads, width * bs, dim)
         if layout.kv_len is not None:
-            rows = rows[:, : layout.kv_len]
-        # Fused attention on CPU is ~2x slower on strided keys than a copy plus a contiguous run.
-        return mx.contiguous(rows.transpose(0, 2, 1, 3))
+            rows = rows[:, :, : layout.kv_len]
+        return rows
 
     def make_mask(
         self, n: int, return_array: bool = False, window_size: int | None = None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
+from vllm_mlx.backend.fusion import fuse_decode_ops, unfuse
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.paged import BatchLayout, PagedKVStorage, build_layout
+
+log = logging.getLogger(__name__)
 
 
 class UnsupportedModelError(RuntimeError):
@@ -35,6 +39,8 @@ class ModelRunner:
         self.block_size = block_size
         self.storage = PagedKVStorage(len(caches), block_size)
         self.vocab_size = loaded.vocab_size
+        if loaded.device == "cpu":
+            self._fuse_decode_ops()
 
     def bytes_per_token(self) -> int:
         """KV bytes one token takes across all layers (creates the pools)."""
@@ -71,6 +77,21 @@ class ModelRunner:
     def ensure_blocks(self, num_blocks: int) -> None:
         self.storage.ensure_blocks(num_blocks)
 
+    def _fuse_decode_ops(self) -> None:
+        """Compile decode's small ops (see backend.fusion), and build the kernels now."""
+        swaps = fuse_decode_ops(self._model)
+        if not swaps:
+            return
+        try:
+            self.storage.ensure_blocks(1)
+            for rows in (1, 2):  # one row and a batch need different kernels
+                logits = self.decode([0] * rows, [[0]] * rows, [0] * rows)
+                mx.eval(logits, self.storage.state())
+        except Exception as exc:  # a backend that cannot compile: run the plain ops
+            unfuse(swaps)
+            log.warning("decode ops could not be compiled (%s); running them unfused", exc)
+            return
+        log.info("decode: %d norm/rope modules run as compiled kernels", len(swaps))
+
     def _forward(self, tokens: mx.array, layout: BatchLayout) -> mx.array:
-        cache = [self.storage.layer(i, layout) for i in range(len(self.storage.keys))]
-        return self._model(tokens, cache=cache)
+        return self._model(tokens, cache=self.storage.layers(layout))

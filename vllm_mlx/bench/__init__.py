@@ -161,7 +161,8 @@ def _add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--compare-baseline",
         action="store_true",
-        help="run the baseline, then the server sweep, and print "
+        help="at concurrency 1, alternate each prompt between mlx-lm in-process and the "
+        "server (so machine drift hits both alike), run the other levels, and print "
         "'server/baseline decode tok/s at concurrency 1' (level 1 is added if missing)",
     )
     group.add_argument(

@@ -4,7 +4,8 @@ The model is loaded exactly as the server loads it (``backend.loader``), the
 prompt goes through the chat template as the server applies it, and decoding
 is greedy (or at ``--temperature``) with EOS masked so every request yields
 exactly ``--max-tokens`` tokens, like ``ignore_eos`` on the server. Requests
-run one after another (concurrency 1).
+run one after another (concurrency 1); with ``--compare-baseline`` they alternate
+with the server's concurrency-1 requests (see ``runner.run_paired_level``).
 
 This module is imported only when a baseline is asked for: it pulls in MLX.
 """
@@ -102,21 +103,27 @@ def _run_all(
     return records, time.perf_counter() - start
 
 
-def run_baseline(cfg: BenchConfig) -> LevelStats:
-    """Load the model, warm up, and measure level 1's prompts through mlx-lm directly."""
+def prepare_generator(cfg: BenchConfig) -> DirectGenerator:
+    """Load the baseline model and run the warmup prompts through it."""
     loaded = load_baseline_model(cfg)
     logger.info("baseline: %s (%s, %s)", loaded.model_id, loaded.dtype, loaded.device)
     generator = DirectGenerator.create(loaded, cfg)
     if cfg.warmup:
         _run_all(generator, warmup_prompts(cfg), cfg, "warmup")
+    return generator
+
+
+def run_baseline(cfg: BenchConfig) -> LevelStats:
+    """Load the model, warm up, and measure level 1's prompts through mlx-lm directly."""
+    generator = prepare_generator(cfg)
     records, wall_s = _run_all(generator, level_prompts(cfg, 1), cfg, "c1")
     log_failures(records, "baseline")
-    del generator, loaded
-    _release_memory()
+    del generator
+    release_memory()
     return summarize(BASELINE_LABEL, 1, records, wall_s)
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Hand the baseline's buffers back before the server sweep (unified memory on Macs)."""
     import gc
 

@@ -26,7 +26,7 @@ class BenchConfig:
     seed: int = 0  # seed of the synthetic prompts
     json_path: str | None = None  # append one JSON object per level here; "-" = stdout
     baseline: bool = False  # run mlx-lm in-process instead of contacting a server
-    compare_baseline: bool = False  # baseline first, then the server sweep, then a ratio
+    compare_baseline: bool = False  # level 1 alternates baseline and server requests; a ratio
     baseline_model: str | None = None  # model spec for the baseline; None = embedded default
     dtype: DType = DType.AUTO  # weight dtype policy of the baseline model
     progress: bool = True  # show a tqdm bar per level on stderr

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
-from vllm_mlx.bench.config import SERVER_LABEL, BenchConfig
+from vllm_mlx.bench.config import BASELINE_LABEL, SERVER_LABEL, BenchConfig
 from vllm_mlx.bench.report import (
     append_json,
     ratio_line,
@@ -13,7 +14,7 @@ from vllm_mlx.bench.report import (
     render_table,
     to_json_line,
 )
-from vllm_mlx.bench.runner import json_meta, output_stream, run_sweep
+from vllm_mlx.bench.runner import json_meta, output_stream, run_paired, run_sweep
 from vllm_mlx.bench.stats import LevelStats
 
 logger = logging.getLogger("vllm_mlx.bench")
@@ -37,19 +38,29 @@ def execute(cfg: BenchConfig) -> int:
         if cfg.json_path is not None:
             append_json(cfg.json_path, [to_json_line(stats, json_meta(cfg, stats.label))])
 
-    baseline = None
-    if cfg.runs_baseline:
-        from vllm_mlx.bench.baseline import run_baseline  # imports MLX: only when asked
+    if cfg.compare_baseline:
+        from vllm_mlx.bench.baseline import prepare_generator, release_memory  # imports MLX
 
-        baseline = run_baseline(cfg)
-        emit(baseline)
-    if cfg.runs_server:
+        generator = prepare_generator(cfg)
+        asyncio.run(run_paired(cfg, generator, emit))
+        del generator
+        release_memory()  # the sweep's other levels run without the baseline's model
+        rest = tuple(level for level in cfg.sweep if level != 1)
+        if rest:
+            others = replace(cfg, concurrency=rest, warmup=0, compare_baseline=False)
+            asyncio.run(run_sweep(others, emit))
+    elif cfg.baseline:
+        from vllm_mlx.bench.baseline import run_baseline
+
+        emit(run_baseline(cfg))
+    else:
         asyncio.run(run_sweep(cfg, emit))
     out.write(render_table(results))
     if cfg.compare_baseline:
         server_c1 = next(
             (s for s in results if s.label == SERVER_LABEL and s.concurrency == 1), None
         )
+        baseline = next((s for s in results if s.label == BASELINE_LABEL), None)
         out.write(ratio_line(server_c1, baseline))
     out.write(render_cache_table(results))
     out.flush()

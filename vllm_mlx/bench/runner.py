@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import httpx
 from tqdm import tqdm
@@ -123,6 +123,12 @@ def log_failures(records: Sequence[RequestRecord], tag: str) -> None:
         logger.warning("%s:   %s", tag, message)
 
 
+class DirectTimer(Protocol):
+    """Times one prompt in-process (the mlx-lm baseline)."""
+
+    def time_one(self, prompt: str) -> RequestRecord: ...
+
+
 async def run_sweep(
     cfg: BenchConfig, on_level: Callable[[LevelStats], None] | None = None
 ) -> list[LevelStats]:
@@ -132,18 +138,70 @@ async def run_sweep(
         make_client(cfg, max(cfg.sweep)) as client,
         make_status_client(cfg) as status_client,
     ):
-        if cfg.warmup:
-            warmup = warmup_conversations(cfg)
-            records, _ = await run_conversations(
-                client, cfg, warmup, min(len(warmup), max(cfg.sweep)), "warmup"
-            )
-            log_failures(records, "warmup")
+        await _warm_up(client, cfg, max(cfg.sweep))
         for level in cfg.sweep:
             stats = await _run_level(client, status_client, cfg, level)
             results.append(stats)
             if on_level is not None:
                 on_level(stats)
     return results
+
+
+async def run_paired(
+    cfg: BenchConfig, direct: DirectTimer, on_level: Callable[[LevelStats], None]
+) -> None:
+    """Warm the server up, then run :func:`run_paired_level`; baseline reported first."""
+    async with make_client(cfg, 1) as client, make_status_client(cfg) as status_client:
+        await _warm_up(client, cfg, 1)
+        for stats in await run_paired_level(client, status_client, cfg, direct):
+            on_level(stats)
+
+
+async def _warm_up(client: httpx.AsyncClient, cfg: BenchConfig, concurrency: int) -> None:
+    if cfg.warmup:
+        warmup = warmup_conversations(cfg)
+        records, _ = await run_conversations(
+            client, cfg, warmup, min(len(warmup), concurrency), "warmup"
+        )
+        log_failures(records, "warmup")
+
+
+async def run_paired_level(
+    client: httpx.AsyncClient,
+    status_client: httpx.AsyncClient,
+    cfg: BenchConfig,
+    direct: DirectTimer,
+) -> tuple[LevelStats, LevelStats]:
+    """Concurrency 1, alternating: each prompt through ``direct``, then through the server.
+
+    A shared machine drifts in speed over minutes; alternating request by
+    request exposes both sides to the same drift, so their ratio holds still.
+    Each side's wall time is the sum of its own requests' times.
+    """
+    prompts = level_prompts(cfg, 1)
+    direct_records: list[RequestRecord] = []
+    server_records: list[RequestRecord] = []
+    direct_s = server_s = 0.0
+    monitor = StatusMonitor(status_client, status_url(cfg.base_url), cfg.status_interval)
+    bar = tqdm(total=len(prompts), desc="c1 paired", file=sys.stderr, disable=not cfg.progress)
+    async with monitor:
+        for i, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            direct_records.append(direct.time_one(prompt))  # blocks the loop: nothing else runs
+            middle = time.perf_counter()
+            user = Conversation(system=None, user_turns=(prompt,))
+            await _converse(client, cfg, user, f"bench-c1-{i}", server_records, lambda _: None)
+            direct_s += middle - start
+            server_s += time.perf_counter() - middle
+            bar.update(1)
+    bar.close()
+    log_failures(direct_records, "baseline")
+    log_failures(server_records, "c1")
+    server = summarize(SERVER_LABEL, 1, server_records, server_s)
+    return (
+        summarize(BASELINE_LABEL, 1, direct_records, direct_s),
+        replace(server, server=monitor.result),
+    )
 
 
 async def _run_level(
