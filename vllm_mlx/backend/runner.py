@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import mlx.core as mx
@@ -82,6 +83,7 @@ class ModelRunner:
         swaps = fuse_decode_ops(self._model)
         if not swaps:
             return
+        start = time.monotonic()
         try:
             self.storage.ensure_blocks(1)
             for rows in (1, 2):  # one row and a batch need different kernels
@@ -91,7 +93,12 @@ class ModelRunner:
             unfuse(swaps)
             log.warning("decode ops could not be compiled (%s); running them unfused", exc)
             return
-        log.info("decode: %d norm/rope modules run as compiled kernels", len(swaps))
+        log.info(
+            "decode: %d norm/rope modules run as compiled kernels (ready in %.1f s; the "
+            "first start on a machine builds them, later ones load them from MLX's cache)",
+            len(swaps),
+            time.monotonic() - start,
+        )
 
     def _forward(self, tokens: mx.array, layout: BatchLayout) -> mx.array:
         return self._model(tokens, cache=self.storage.layers(layout))
