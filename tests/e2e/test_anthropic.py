@@ -23,21 +23,13 @@ import pytest
 
 from tests.conftest import LaunchServer
 from tests.fixtures.server import openai_client, wait_idle
+from tests.fixtures.tools import WEATHER_PARAMS
 
 USER = [{"role": "user", "content": "Tell me a story about the sea."}]
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Rome", "Tokyo"]},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "unit"],
-}
 WEATHER = {
     "name": "get_weather",
     "description": "Weather for a city",
-    "input_schema": WEATHER_SCHEMA,
+    "input_schema": WEATHER_PARAMS,
 }
 CLOCK = {
     "name": "get_time",
@@ -244,7 +236,7 @@ def test_forced_tool_use_round_trip(client: anthropic.Anthropic) -> None:
     assert len(tool_uses) == 1, first.content
     call = tool_uses[0]
     assert call.name == "get_weather" and call.id
-    jsonschema.validate(call.input, WEATHER_SCHEMA)
+    jsonschema.validate(call.input, WEATHER_PARAMS)
 
     messages = [
         {"role": "user", "content": "What's the weather in Paris?"},
@@ -269,14 +261,14 @@ def test_forced_tool_input_is_schema_valid(client: anthropic.Anthropic, temperat
     for _ in range(2 if temperature else 1):
         message = forced_call(client, temperature=temperature)
         (call,) = [b for b in message.content if b.type == "tool_use"]
-        jsonschema.validate(call.input, WEATHER_SCHEMA)
+        jsonschema.validate(call.input, WEATHER_PARAMS)
         assert message.stop_reason == "tool_use"
 
 
 def test_tool_choice_any_calls_one_of_the_tools(client: anthropic.Anthropic) -> None:
     message = forced_call(client, tool_choice={"type": "any"}, temperature=1.0)
     (call,) = [b for b in message.content if b.type == "tool_use"]
-    schema = {"get_weather": WEATHER_SCHEMA, "get_time": CLOCK["input_schema"]}[call.name]
+    schema = {"get_weather": WEATHER_PARAMS, "get_time": CLOCK["input_schema"]}[call.name]
     jsonschema.validate(call.input, schema)
     assert message.stop_reason == "tool_use"
 

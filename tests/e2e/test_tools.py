@@ -19,16 +19,8 @@ import pytest
 
 from tests.conftest import LaunchServer
 from tests.fixtures.server import assert_openai_error, openai_client
+from tests.fixtures.tools import WEATHER_PARAMS
 
-WEATHER_PARAMS = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Rome", "Tokyo"]},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "unit"],
-}
 ADD_PARAMS = {
     "type": "object",
     "properties": {
