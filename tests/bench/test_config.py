@@ -45,7 +45,7 @@ def test_every_option_is_parsed_into_its_field() -> None:
     assert args.dtype is DType.FLOAT16 and args.progress is False
     cfg = BenchConfig(**{name: getattr(args, name) for name in vars(BenchConfig())})
     assert cfg.sweep == (1, 2, 6)  # the comparison needs level 1
-    assert cfg.runs_baseline and cfg.runs_server
+    assert cfg.runs_baseline
     assert cfg.prompts_for(6) == 9
 
 
@@ -81,9 +81,9 @@ def test_num_prompts_default_scales_with_level() -> None:
     assert [cfg.prompts_for(level) for level in (1, 2, 4, 8)] == [4, 4, 8, 16]
 
 
-def test_baseline_alone_does_not_contact_the_server() -> None:
-    cfg = BenchConfig(baseline=True)
-    assert cfg.runs_baseline and not cfg.runs_server
+def test_baseline_alone_runs_the_baseline() -> None:
+    assert BenchConfig(baseline=True).runs_baseline
+    assert not BenchConfig().runs_baseline
 
 
 def test_help_mentions_every_option() -> None:

@@ -154,3 +154,15 @@ def test_paired_level_alternates_baseline_and_server_on_the_same_prompts(
         "mlx-lm direct", 3, "server", 3,
     )  # fmt: skip
     assert baseline.wall_s > 0 and server.wall_s > 0 and server.server is not None
+
+
+def test_baseline_alone_sends_nothing_to_the_server(
+    fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fixtures.tiny_models import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny")
+    argv = ["--base-url", fake_server.url("ok"), "--num-prompts", "1", "--max-tokens", "3"]
+    assert run_bench(_parse([*argv, "--baseline", "--baseline-model", str(model_dir)])) == 0
+    assert fake_server.state.bodies == []
+    assert capsys.readouterr().out.splitlines()[2].startswith("mlx-lm direct")

@@ -81,11 +81,6 @@ class BenchConfig:
         return "blocks" if self.blocks_probe else None
 
     @property
-    def runs_server(self) -> bool:
-        """Whether this invocation sends requests to the server."""
-        return self.compare_baseline or not self.baseline
-
-    @property
     def runs_baseline(self) -> bool:
         """Whether this invocation runs mlx-lm in-process."""
         return self.baseline or self.compare_baseline
