@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vllm_mlx.parsers.tools._json import INVALID, RawCall, literal, loads
+from vllm_mlx.parsers.tools._json import INVALID, RawCall, calls_from_json, literal, loads
 
 
 def index_tools(tools: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -80,3 +80,10 @@ def xml_calls(text: str, schemas: Mapping[str, Mapping[str, Any]]) -> list[RawCa
             args[key] = coerce(value, prop_schema(schemas, name, key))
         calls.append((name, args))
     return calls
+
+
+def json_or_xml_calls(body: str, schemas: Mapping[str, Mapping[str, Any]]) -> list[RawCall] | None:
+    """A tag body holding either JSON call objects or Qwen3-Coder style XML (see xml_calls)."""
+    if body.lstrip().startswith("<function="):
+        return xml_calls(body, schemas)
+    return calls_from_json(body)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vllm_mlx.parsers.tools._args import xml_calls
-from vllm_mlx.parsers.tools._json import RawCall, calls_from_json
+from vllm_mlx.parsers.tools._args import json_or_xml_calls
+from vllm_mlx.parsers.tools._json import RawCall
 from vllm_mlx.parsers.tools._scan import json_tag_end, tag_body
 from vllm_mlx.parsers.tools.base import ToolParser
 
@@ -33,7 +33,4 @@ class NemotronToolParser(ToolParser):
         return json_tag_end(text, marker, CLOSERS[marker], final, self._memo)
 
     def parse_region(self, marker: str, region: str) -> list[RawCall] | None:
-        body = tag_body(region, marker, CLOSERS[marker])
-        if body.lstrip().startswith("<function="):
-            return xml_calls(body, self._schemas)
-        return calls_from_json(body)
+        return json_or_xml_calls(tag_body(region, marker, CLOSERS[marker]), self._schemas)
