@@ -265,6 +265,21 @@ def test_chat_prompt_passes_tools_and_template_kwargs() -> None:
     assert tokenizer.chats[-1][1] == {"tools": None}
 
 
+@pytest.mark.parametrize("choice", [None, "auto"])
+def test_tools_without_parser_render_and_stay_text(
+    choice: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = make_ctx()  # no --enable-auto-tool-choice, no parser
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    for _ in range(2):
+        prepared = adapter.prepare_chat(chat(tools=tools, tool_choice=choice), ctx)
+    tokenizer: FakeTokenizer = ctx.tokenizer  # type: ignore[assignment]
+    assert tokenizer.chats[-1][1] == {"tools": tools}
+    assert prepared.logits_processors == ()
+    assert prepared.output()._tools is None  # no parser: calls stay content
+    assert sum("tool-call parsing is off" in r.message for r in caplog.records) == 1
+
+
 def test_template_error_is_invalid_request() -> None:
     body = chat(messages=[{"role": "tool", "content": "x"}])
     with pytest.raises(InvalidRequest, match="must not start") as info:
@@ -278,7 +293,6 @@ def test_template_error_is_invalid_request() -> None:
         # No constraint builder in this context: structured output is unavailable.
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
         ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
     ],
 )

@@ -177,15 +177,28 @@ def post(http: httpx.Client, **fields: Any) -> httpx.Response:
     return http.post("/v1/chat/completions", json=body)
 
 
-@pytest.mark.parametrize("choice", ["auto", None])
-def test_auto_without_server_flags_is_400_naming_them(tiny_http: httpx.Client, choice: Any) -> None:
-    fields: dict[str, Any] = {"tools": TOOLS}
-    if choice is not None:
-        fields["tool_choice"] = choice
-    error = assert_openai_error(post(tiny_http, **fields), 400)
-    assert "--enable-auto-tool-choice" in error["message"]
-    assert "--tool-call-parser" in error["message"]
-    assert error["param"] == "tool_choice"
+def test_tools_without_parser_are_shown_and_answered_as_text(
+    launch_server: LaunchServer, tiny_http: httpx.Client
+) -> None:
+    """Clients that send tools by habit (Open WebUI, LangChain) are served, not refused."""
+    plain = post(tiny_http, max_tokens=4, temperature=0.0)
+    assert plain.status_code == 200, plain.text
+    plain_prompt = plain.json()["usage"]["prompt_tokens"]
+    for choice in (None, "auto", None):
+        fields: dict[str, Any] = {"tools": TOOLS, "temperature": 0.0}
+        if choice is not None:
+            fields["tool_choice"] = choice
+        resp = post(tiny_http, **fields)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        message = body["choices"][0]["message"]
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        assert message.get("tool_calls") is None and isinstance(message["content"], str)
+        # The template was given the tools: the prompt grew by their JSON.
+        assert body["usage"]["prompt_tokens"] > plain_prompt + 50
+    log = launch_server().log_path.read_text(encoding="utf-8", errors="replace")
+    assert log.count("tool-call parsing is off") == 1
+    assert "--enable-auto-tool-choice --tool-call-parser" in log
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +17,20 @@ from vllm_mlx.engine.client import EngineClient
 
 DEFAULT_MODEL_ALIAS = "default"
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Notices:
+    """Operator notices logged once per server, not once per request."""
+
+    seen: set[str] = field(default_factory=set)
+
+    def warn_once(self, message: str) -> None:
+        if message not in self.seen:
+            self.seen.add(message)
+            log.warning(message)
+
 
 @dataclass(frozen=True)
 class ServingContext:
@@ -28,6 +43,7 @@ class ServingContext:
     agent: AgentConfig = field(default_factory=AgentConfig)
     constraints: ConstraintBuilder | None = None  # None: structured output unavailable
     started_at: float = field(default_factory=time.time)
+    notices: Notices = field(default_factory=Notices, compare=False)
 
     @property
     def context_length(self) -> int:

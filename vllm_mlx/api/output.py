@@ -23,6 +23,12 @@ from vllm_mlx.parsers.reasoning.registry import get_reasoning_parser
 from vllm_mlx.parsers.tools.base import ToolCall, ToolCallDelta, ToolParser
 from vllm_mlx.parsers.tools.registry import get_tool_parser
 
+TOOLS_UNPARSED = (
+    "a request offered tools, but tool-call parsing is off: the tools are shown to the model "
+    "and its calls come back as plain content. Start the server with --enable-auto-tool-choice "
+    "--tool-call-parser <family> to return them as tool calls."
+)
+
 
 class ToolMode(StrEnum):
     NONE = "none"  # no tool parsing (no tools, or tool_choice none)

@@ -20,7 +20,7 @@ from vllm_mlx.api.anthropic.protocol import (
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
-from vllm_mlx.api.output import ToolMode
+from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
 from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
@@ -145,7 +145,7 @@ def _tool_mode(
     if ctx.agent.enable_auto_tool_choice and ctx.agent.tool_call_parser:
         return ToolMode.AUTO, None
     # Agents (Claude Code) always offer tools; without a parser they get plain text.
-    log.warning("tools offered but no --tool-call-parser is set: tool calls stay text")
+    ctx.notices.warn_once(TOOLS_UNPARSED)
     return ToolMode.NONE, None
 
 

@@ -16,7 +16,7 @@ from vllm_mlx.api.openai.protocol import (
     SamplingFields,
     TextPart,
 )
-from vllm_mlx.api.output import ToolMode
+from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
 from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
@@ -138,11 +138,9 @@ def _tool_mode(body: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolMo
             f"tool_choice '{choice}' is not one of none, auto, required", "tool_choice"
         )
     if not (ctx.agent.enable_auto_tool_choice and ctx.agent.tool_call_parser):
-        raise InvalidRequest(
-            '"auto" tool choice requires the server to run with --enable-auto-tool-choice '
-            "and --tool-call-parser; or send tool_choice 'required' or a named function",
-            "tool_choice",
-        )
+        # Many clients send their tools on every request: serve them, calls stay text.
+        ctx.notices.warn_once(TOOLS_UNPARSED)
+        return ToolMode.NONE, None
     return ToolMode.AUTO, None
 
 
@@ -167,7 +165,7 @@ def _response_format(
 def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPrompt:
     """Template, tokenize and set up constraints and parsers (CPU work: off the event loop)."""
     mode, forced_name = _tool_mode(body, ctx)
-    tools = body.tools if mode is not ToolMode.NONE else None
+    tools = body.tools if body.tools and body.tool_choice != "none" else None
     processors: list[LogitsProcessorFactory] = []
     if mode is ToolMode.FORCED:
         assert tools is not None
