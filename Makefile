@@ -21,6 +21,14 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The real Claude Code CLI for its end-to-end test (skipped where npm is missing).
+CLAUDE_CODE_VERSION := 2.1.328
+$(VENV)/.claude-code: $(VENV)/.runtime
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/claude-code \
+			@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) && touch $@; \
+	else echo "npm not found: the Claude Code CLI test will skip"; fi
+
 install: $(VENV)/.runtime
 dev: $(VENV)/.dev
 
@@ -30,7 +38,7 @@ blas:
 serve: $(VENV)/.runtime blas
 	$(BIN)/vllm-mlx serve $(MODEL) --port $(PORT) $(SERVE_ARGS)
 
-test: $(VENV)/.dev blas lint
+test: $(VENV)/.dev $(VENV)/.claude-code blas lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev blas

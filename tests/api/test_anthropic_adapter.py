@@ -37,11 +37,13 @@ class FakeTokenizer:
 
     def __init__(self) -> None:
         self.rendered: list[tuple[list[dict[str, Any]], Any]] = []
+        self.kwargs: list[dict[str, Any]] = []
 
-    def render_chat(self, messages: list[dict[str, Any]], tools: Any = None, **_: Any) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: Any = None, **kw: Any) -> str:
         if messages and messages[0]["role"] == "tool":
             raise TemplateError("conversation must not start with a tool message")
         self.rendered.append((messages, tools))
+        self.kwargs.append(kw)
         return json.dumps({"messages": messages, "tools": tools}, sort_keys=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -429,7 +431,7 @@ def test_max_tokens_beyond_the_window_is_clamped() -> None:
         {"temperature": -0.1},
         {"top_p": 1.5},
         {"messages": []},
-        {"messages": [{"role": "system", "content": "x"}]},
+        {"messages": [{"role": "tool", "content": "x"}]},
         {"stop_sequences": [""]},
         {"stop_sequences": [str(i) for i in range(17)]},
         {"max_tokens": "32"},

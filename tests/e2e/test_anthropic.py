@@ -411,7 +411,8 @@ def test_usage_input_parts_add_up_to_count_tokens(client: anthropic.Anthropic) -
 ERRORS = {
     "missing_max_tokens": {"messages": USER},
     "empty_messages": {"messages": [], "max_tokens": 4},
-    "wrong_role": {"messages": [{"role": "system", "content": "Hi"}], "max_tokens": 4},
+    "wrong_role": {"messages": [{"role": "tool", "content": "Hi"}], "max_tokens": 4},
+    "only_system": {"messages": [{"role": "system", "content": "Hi"}], "max_tokens": 4},
     "bad_block_type": {
         "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}],
         "max_tokens": 4,

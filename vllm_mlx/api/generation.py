@@ -39,12 +39,18 @@ def prepared_chat(
     tools: list[dict[str, Any]] | None,
     mode: ToolMode,
     processors: Sequence[LogitsProcessorFactory],
+    max_thinking_tokens: int | None = None,
 ) -> PreparedPrompt:
-    """A rendered conversation, tokenized, with the parsers its tool mode needs."""
+    """A rendered conversation, tokenized, with the parsers its tool mode needs.
+
+    ``max_thinking_tokens`` is the request's thinking budget (the server's may be smaller).
+    """
     return PreparedPrompt(
         [ctx.tokenizer.encode(text, add_special_tokens=False)],
         tuple(processors),
-        processor_factory(ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text),
+        processor_factory(
+            ctx.agent, ctx.tokenizer.special_tokens, tools, mode, text, max_thinking_tokens
+        ),
         # Some families write their call markers as special tokens.
         skip_special_tokens=mode is not ToolMode.AUTO,
     )

@@ -180,11 +180,15 @@ def processor_factory(
     tools: Sequence[Mapping[str, Any]] | None = None,
     tool_mode: ToolMode = ToolMode.NONE,
     prompt_text: str | None = None,
+    max_thinking_tokens: int | None = None,
 ) -> Callable[[], OutputProcessor]:
     """A fresh processor per choice, from the server's parser choices and the request.
 
     Constrained output (forced calls, JSON) is never reasoning: the grammar rules it out.
+    The thinking budget is the request's ``max_thinking_tokens`` or the server's, the smaller.
     """
+    budgets = (b for b in (max_thinking_tokens, agent.max_thinking_tokens) if b is not None)
+    budget = min(budgets, default=None)
     reasoning_cls = None
     if agent.reasoning_parser and tool_mode is not ToolMode.FORCED:
         reasoning_cls = get_reasoning_parser(agent.reasoning_parser)
@@ -199,6 +203,6 @@ def processor_factory(
         elif tool_cls is not None:
             parser = tool_cls(tools)
         reasoning = reasoning_cls(prompt_text) if reasoning_cls else None
-        return OutputProcessor(reasoning, parser, agent.max_thinking_tokens, special_tokens)
+        return OutputProcessor(reasoning, parser, budget, special_tokens)
 
     return make

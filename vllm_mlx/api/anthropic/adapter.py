@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from vllm_mlx.api.anthropic.context_edits import apply_edits
 from vllm_mlx.api.anthropic.protocol import (
     CountTokensRequest,
     ImageBlock,
@@ -25,17 +26,21 @@ from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
-log = logging.getLogger(__name__)
-
 # The guide's defaults for /v1/messages when neither request nor server sets them.
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_TOP_P = 0.9
+# output_config.effort as a thinking budget (tokens); "max" thinks without a cap.
+EFFORT_BUDGET: dict[str, int | None] = {"low": 1024, "medium": 4096, "high": 16384, "max": None}
+
+
+# Claude Code sends its billing header as the first system block; it is not an instruction.
+BILLING_HEADER = "x-anthropic-billing-header:"
 
 
 def _system_text(system: str | list[TextBlock] | None) -> str | None:
     if system is None or isinstance(system, str):
         return system
-    return "\n\n".join(block.text for block in system)
+    return "\n\n".join(b.text for b in system if not b.text.startswith(BILLING_HEADER))
 
 
 def _no_images() -> InvalidRequest:
@@ -97,17 +102,31 @@ def _assistant_message(message: Message) -> dict[str, Any]:
     return item
 
 
+def _system_entry(message: Message) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    if not all(isinstance(block, TextBlock) for block in message.content):
+        raise InvalidRequest("system entries in messages may hold text blocks only", "messages")
+    return "\n\n".join(block.text for block in message.content)  # type: ignore[union-attr]
+
+
 def template_messages(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    system = _system_text(body.system)
-    if system:
-        out.append({"role": "system", "content": system})
+    """The conversation as template messages.
+
+    System entries inside ``messages`` (Claude Code's environment notes) join the system
+    prompt in the order they stand: templates and small models expect one system turn.
+    """
+    systems = [_system_text(body.system) or ""]
+    turns: list[dict[str, Any]] = []
     for message in body.messages:
-        if message.role == "user":
-            out.extend(_user_messages(message))
+        if message.role == "system":
+            systems.append(_system_entry(message))
+        elif message.role == "user":
+            turns.extend(_user_messages(message))
         else:
-            out.append(_assistant_message(message))
-    return out
+            turns.append(_assistant_message(message))
+    system = "\n\n".join(s for s in systems if s)
+    return [{"role": "system", "content": system}, *turns] if system else turns
 
 
 def template_tools(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]] | None:
@@ -149,16 +168,48 @@ def _tool_mode(
     return ToolMode.NONE, None
 
 
+@dataclass(frozen=True)
+class ThinkingPlan:
+    """What a request asks of the model's thinking."""
+
+    enabled: bool | None = None  # the template's enable_thinking; None: its default
+    budget: int | None = None  # thinking tokens before the rest is routed to content
+
+
+def thinking_plan(body: MessagesRequest | CountTokensRequest, ctx: ServingContext) -> ThinkingPlan:
+    """``thinking`` and ``output_config.effort`` as template switch and thinking budget."""
+    thinking = body.thinking
+    effort = body.output_config.effort if body.output_config else None
+    if thinking is not None and thinking.type == "disabled":
+        return ThinkingPlan(enabled=False)
+    if not ctx.agent.reasoning_parser:
+        return ThinkingPlan()  # nothing to separate thinking from the answer
+    budget = EFFORT_BUDGET[effort] if effort else None
+    if thinking is not None and thinking.type == "enabled" and thinking.budget_tokens:
+        budget = thinking.budget_tokens
+    return ThinkingPlan(True if thinking is not None else None, budget)
+
+
 def render_prompt(
     body: MessagesRequest | CountTokensRequest, ctx: ServingContext
 ) -> tuple[str, ToolMode, str | None]:
     mode, forced = _tool_mode(body, ctx)
     tools = template_tools(body)
-    try:
-        text = render_with_tools(ctx.tokenizer, template_messages(body), tools)
-    except TemplateError as exc:
-        raise InvalidRequest(str(exc), param="messages") from exc
-    return text, mode, forced
+    plan = thinking_plan(body, ctx)
+    kwargs = {} if plan.enabled is None else {"enable_thinking": plan.enabled}
+    messages = template_messages(body)
+
+    def render() -> str:
+        try:
+            return render_with_tools(ctx.tokenizer, messages, tools, **kwargs)
+        except TemplateError as exc:
+            raise InvalidRequest(str(exc), param="messages") from exc
+
+    def count() -> int:
+        return len(ctx.tokenizer.encode(render(), add_special_tokens=False))
+
+    messages = apply_edits(messages, body.context_management, count)
+    return render(), mode, forced
 
 
 def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedPrompt:
@@ -170,7 +221,8 @@ def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedProm
         assert tools is not None
         builder = require_constraints(ctx, "tool_choice")
         processors.append(builder.tool_call(tools, forced, "tool_choice"))
-    return prepared_chat(ctx, text, tools, mode, processors)
+    budget = thinking_plan(body, ctx).budget
+    return prepared_chat(ctx, text, tools, mode, processors, max_thinking_tokens=budget)
 
 
 def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:

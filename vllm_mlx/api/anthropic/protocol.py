@@ -51,7 +51,8 @@ ContentBlock = Annotated[
 
 
 class Message(_Strict):
-    role: Literal["user", "assistant"]
+    # Claude Code puts environment notes in "system" entries between the turns.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
@@ -73,6 +74,34 @@ class ThinkingConfig(_Strict):
     budget_tokens: int | None = Field(default=None, ge=1)
 
 
+class OutputConfig(_Strict):
+    effort: Literal["low", "medium", "high", "max"] | None = None
+
+
+CLEAR_TOOL_USES = "clear_tool_uses_20250919"
+
+
+class ContextEdit(_Strict):
+    """One context-management edit; ``keep``/``trigger`` are {"type": ..., "value": N}."""
+
+    type: Literal["clear_thinking_20251015", "clear_tool_uses_20250919"]
+    keep: dict[str, Any] | Literal["all"] | None = None
+    trigger: dict[str, Any] | None = None
+    clear_at_least: dict[str, Any] | None = None
+    exclude_tools: list[str] | None = None
+    clear_tool_inputs: bool | None = None
+
+
+class ContextManagement(_Strict):
+    edits: list[ContextEdit] = Field(default_factory=list)
+
+
+def _has_turn(messages: list[Message]) -> list[Message]:
+    if all(m.role == "system" for m in messages):
+        raise ValueError("messages must hold at least one user or assistant turn")
+    return messages
+
+
 class MessagesRequest(_Strict):
     model: str = "default"
     max_tokens: int = Field(ge=1)
@@ -87,6 +116,10 @@ class MessagesRequest(_Strict):
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None
+
+    _turns = field_validator("messages")(_has_turn)
 
     @field_validator("stop_sequences")
     @classmethod
@@ -105,3 +138,7 @@ class CountTokensRequest(_Strict):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None
+
+    _turns = field_validator("messages")(_has_turn)
