@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from vllm_mlx.backend.slots import DecodeSlots, SlotStep
+
 _GROW_BLOCKS = 256  # pools grow in steps of this many blocks
 
 
@@ -40,6 +42,23 @@ class BatchLayout:
     mask: mx.array | str | None  # (B, 1, L, W*block) per-row causal mask; simpler when B == 1
     write_start: int | None = None  # single row: its new tokens fill slots from here on
     read_start: int | None = None  # single row on consecutive blocks: its keys start here
+    slots: SlotStep | None = None  # decode through the dense slots (backend.slots)
+
+
+def slot_layout(
+    block_tables: Sequence[Sequence[int]],
+    positions: Sequence[int],
+    block_size: int,
+    step: SlotStep,
+) -> BatchLayout:
+    """A decode pass over slots: rows in slot order, new tokens also written to the pool."""
+    write = [
+        table[pos // block_size] * block_size + pos % block_size
+        for table, pos in zip(block_tables, positions, strict=True)
+    ]
+    offsets = mx.array(step.positions, dtype=mx.int32)
+    write_slots = mx.array(write, dtype=mx.int32)
+    return BatchLayout(offsets, write_slots, offsets, None, step.mask, slots=step)
 
 
 def build_layout(
@@ -85,6 +104,8 @@ class PagedKVStorage:
         self.keys: list[mx.array | None] = [None] * num_layers
         self.values: list[mx.array | None] = [None] * num_layers
         self.capacity_blocks = 0
+        # The running batch's dense working copy; bounded once the KV budget is known.
+        self.slots = DecodeSlots(num_layers, max_tokens=1 << 62)
 
     def ensure_blocks(self, num_blocks: int) -> None:
         """Make room for block ids below ``num_blocks``."""
@@ -114,6 +135,11 @@ class PagedKVStorage:
 
     def layers(self, layout: BatchLayout) -> list[PagedLayerCache]:
         """Every layer's cache view for one forward pass."""
+        if layout.slots is not None:
+            joins = [
+                _GatherIndex(mx.array([j.block_table], dtype=mx.int32)) for j in layout.slots.joins
+            ]
+            return [SlotLayerCache(self, i, layout, joins) for i in range(len(self.keys))]
         index = _GatherIndex(layout.tables)
         return [PagedLayerCache(self, i, layout, index) for i in range(len(self.keys))]
 
@@ -205,3 +231,51 @@ class PagedLayerCache:
     @property
     def state(self) -> list[mx.array]:
         return self._storage.state()
+
+
+class SlotLayerCache(PagedLayerCache):
+    """One layer's view for a decode pass over slots: writes pool and slot, reads the slot."""
+
+    def __init__(
+        self,
+        storage: PagedKVStorage,
+        index: int,
+        layout: BatchLayout,
+        joins: list[_GatherIndex],
+    ) -> None:
+        assert layout.slots is not None
+        self._storage, self._index, self._layout = storage, index, layout
+        self.offset = layout.offsets
+        self._step = layout.slots
+        self._joins = joins
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        step, i = self._step, self._index
+        k_pool, v_pool = self._storage._pool(i, keys)
+        to_pool_k = keys if step.back is None else keys[step.back]
+        to_pool_v = values if step.back is None else values[step.back]
+        k_pool, v_pool = self._write(k_pool, to_pool_k), self._write(v_pool, to_pool_v)
+        self._storage.keys[i], self._storage.values[i] = k_pool, v_pool
+        slots = self._storage.slots
+        k, v = slots.arrays(i, keys, step.batch, step.width)
+        k, v = self._fill(k, k_pool, keys), self._fill(v, v_pool, values)
+        slots.keys[i], slots.values[i] = k, v
+        return k[: step.batch, :, : step.width], v[: step.batch, :, : step.width]
+
+    def _fill(self, dense: mx.array, pool: mx.array, new: mx.array) -> mx.array:
+        """Joining rows from the pool, then every row's new token at its column."""
+        step, bs = self._step, self._storage.block_size
+        _, heads, slots, dim = pool.shape
+        for join, gather in zip(step.joins, self._joins, strict=True):
+            if not join.length:
+                continue
+            width = len(join.block_table)
+            rows = pool.reshape(-1, bs, dim)[gather(heads, slots // bs)]
+            rows = rows.reshape(1, heads, width * bs, dim)[:, :, : join.length]
+            dense[join.slot : join.slot + 1, :, : join.length] = rows
+        if step.batch == 1:
+            col = step.positions[0]
+            dense[:1, :, col : col + 1] = new
+        else:
+            dense[mx.arange(step.batch), :, step.columns] = new[:, :, 0, :]
+        return dense

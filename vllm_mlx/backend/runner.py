@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from vllm_mlx.backend.fusion import fuse_decode_ops, unfuse
 from vllm_mlx.backend.model import LoadedModel
-from vllm_mlx.backend.paged import BatchLayout, PagedKVStorage, build_layout
+from vllm_mlx.backend.paged import BatchLayout, PagedKVStorage, build_layout, slot_layout
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,31 @@ class ModelRunner:
         tokens: Sequence[int] | mx.array,
         block_tables: Sequence[Sequence[int]],
         positions: Sequence[int],
+        row_keys: Sequence[Hashable] | None = None,
     ) -> mx.array:
         """Lazy next-token logits (B, vocab) for one new token per row.
 
         ``tokens`` may be a lazy (B,) array: the previous step's samples, so the
-        next graph is built before they are read back.
+        next graph is built before they are read back. ``row_keys`` name the rows'
+        sequences across steps: a sequence that decodes on keeps its dense slot
+        (backend.slots) instead of gathering its context from the pool every step.
         """
-        layout = build_layout(block_tables, positions, 1, self.block_size)
         ids = tokens if isinstance(tokens, mx.array) else mx.array(list(tokens), dtype=mx.int32)
-        logits = self._forward(ids.astype(mx.int32)[:, None], layout)
-        return logits[:, -1, :]
+        ids = ids.astype(mx.int32)
+        step = None
+        if row_keys is not None:
+            step = self.storage.slots.plan(row_keys, block_tables, positions)
+        if step is None:
+            layout = build_layout(block_tables, positions, 1, self.block_size)
+            return self._forward(ids[:, None], layout)[:, -1, :]
+        layout = slot_layout(block_tables, positions, self.block_size, step)
+        fed = ids if step.feed is None else ids[step.feed]
+        logits = self._forward(fed[:, None], layout)[:, -1, :]
+        return logits if step.back is None else logits[step.back]
+
+    def limit_decode_slots(self, max_tokens: int) -> None:
+        """Bound the dense decode slots (rows x columns) to ``max_tokens`` tokens of KV."""
+        self.storage.slots.max_tokens = max_tokens
 
     def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
         self.storage.copy_block(src, dst, num_tokens)

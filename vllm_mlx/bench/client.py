@@ -39,7 +39,7 @@ def chat_body(
     cfg: BenchConfig, messages: Sequence[dict[str, Any]], max_tokens: int | None = None
 ) -> dict[str, Any]:
     """The chat completion request for a message list (``max_tokens`` overrides the config)."""
-    return {
+    body = {
         "model": cfg.model,
         "messages": list(messages),
         "max_tokens": cfg.max_tokens if max_tokens is None else max_tokens,
@@ -48,6 +48,9 @@ def chat_body(
         "stream_options": {"include_usage": True},
         "ignore_eos": True,  # fixed output length, so levels and runs are comparable
     }
+    if cfg.banned_tokens:
+        body["logit_bias"] = {str(t): -100 for t in cfg.banned_tokens}
+    return body
 
 
 @dataclass

@@ -35,6 +35,7 @@ class BenchConfig:
     status_interval: float = 0.5  # seconds between GET /v1/status polls during a level
     ttft_probe: bool = False  # cold / warm / prefix-hit TTFT of one long prompt, no sweep
     blocks_probe: int = 0  # K > 0: KV blocks held by K concurrent shared-prefix requests
+    banned_tokens: tuple[int, ...] = ()  # sent with logit_bias -100 (peers lack ignore_eos)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -152,6 +152,8 @@ class EngineCore:
         cache_cfg = self._config.cache
         self._runner = ModelRunner(self.loaded, cache_cfg.block_size)
         self._kv: KVCacheManager = build_cache_manager(cache_cfg, self._runner.bytes_per_token())
+        # The dense decode slots copy running sequences' KV: at most the pool's size again.
+        self._runner.limit_decode_slots(self._kv.pool.num_blocks * cache_cfg.block_size)
         self._scheduler: Scheduler[SequenceState] = Scheduler(
             self._kv, max_running=1, token_budget=self._config.prefill_chunk_tokens
         )
@@ -294,7 +296,8 @@ class EngineCore:
             seq.pending.token if seq.pending else mx.array([seq.tokens[-1]], dtype=mx.int32)
             for seq in rows
         ]
-        logits = self._runner.decode(mx.concatenate(feed), tables, positions)
+        keys = [seq.request_id for seq in rows]
+        logits = self._runner.decode(mx.concatenate(feed), tables, positions, keys)
         outs = [seq.sampler.sample(logits[i : i + 1], seq.output_ids) for i, seq in enumerate(rows)]
         for seq in rows:
             if seq.pending is not None:
