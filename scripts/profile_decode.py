@@ -94,7 +94,7 @@ def main() -> None:
             "mlx-lm": mlx_lm_batch(loaded.model, batch, args.context),
         }
         times: dict[str, list[float]] = {name: [] for name in systems}
-        for name, step in systems.items():
+        for step in systems.values():
             timed(step, 2)  # warm-up
         for _ in range(args.steps // 4):
             for name, step in systems.items():

@@ -111,3 +111,35 @@ def test_layout_fast_paths() -> None:
     assert straddling.write_start is None
     batched = build_layout([[3, 4], [5]], [5, 2], 1, BLOCK)
     assert (batched.write_start, batched.read_start, batched.kv_len) == (None, None, None)
+
+
+def test_batched_prefill_with_padding_matches_separate_caches(loaded: LoadedModel) -> None:
+    """Chunks of several rows in one padded forward: padding never reaches a real block."""
+    from vllm_mlx.backend.runner import PrefillSpan, _padding_groups
+
+    prompts = [
+        [(5 * i) % 40 + 3 for i in range(14)],
+        [(3 * i) % 30 + 7 for i in range(12)],
+        [(7 * i) % 20 + 5 for i in range(17)],
+    ]
+    tables = [[4, 1, 6, 9], [2, 3, 5, 7], [8, 10, 11, 12, 13]]
+    runner = ModelRunner(loaded, BLOCK)
+    runner.ensure_blocks(14)
+    # Row 2 has had its first chunk already: its second starts at position 5.
+    runner.prefill(prompts[2][:5], tables[2], 0)
+    spans = [
+        PrefillSpan(prompts[0][:-1], tables[0], 0),
+        PrefillSpan(prompts[1][:-1], tables[1], 0),
+        PrefillSpan(prompts[2][5:-1], tables[2], 5),
+    ]
+    assert [len(g) for g in _padding_groups(spans)] == [3]  # one padded forward
+    runner.prefill_batch(spans)
+    logits = runner.decode(
+        [p[-1] for p in prompts], tables, [len(p) - 1 for p in prompts], ["a", "b", "c"]
+    )
+    for row, prompt in enumerate(prompts):
+        want = _reference_logits(loaded, prompt, [])[0]
+        err = mx.max(mx.abs(logits[row] - want)).item()
+        assert err < TOL, f"row {row}: {err}"
+    # Every real slot of unused block 0 stays untouched (padding went to scratch).
+    assert all(mx.all(k[:, :, :BLOCK] == 0).item() for k in runner.storage.keys if k is not None)

@@ -92,7 +92,10 @@ def test_churning_batch_matches_reference_caches(loaded: LoadedModel) -> None:
 def test_slots_grow_past_their_first_columns(loaded: LoadedModel) -> None:
     runner = ModelRunner(loaded, BLOCK)
     runner.ensure_blocks(200)
-    rows = {"x": Row(loaded, runner, 1, list(range(1, 100)))}
+    rows = {
+        k: Row(loaded, runner, i, list(range(1 + 100 * i, 100 * (i + 1))))
+        for i, k in enumerate("xy")
+    }
     for _ in range(260):  # past 256 columns: the arrays grow once
         _step(runner, rows)
 

@@ -61,7 +61,7 @@ def _preload() -> str:
     if choice.lower() == "none":
         logger.info("%s=none: keeping MLX's reference BLAS", ENV_VAR)
         return "reference"
-    path = _find_library(choice)
+    path = find_library(choice)
     if path is None:
         logger.info("no OpenBLAS found; fp32 matmul uses MLX's reference BLAS (slow)")
         return "reference"
@@ -74,7 +74,7 @@ def _preload() -> str:
     return f"openblas ({path})"
 
 
-def _find_library(override: str) -> Path | None:
+def find_library(override: str) -> Path | None:
     """The library to load: the env override when set, else the first candidate present."""
     if override:
         path = Path(override).expanduser()

@@ -92,6 +92,32 @@ def build_layout(
     return BatchLayout(offsets, write_slots, tables, end, causal, write_start, read_start)
 
 
+def padded_prefill_layout(
+    block_tables: Sequence[Sequence[int]],
+    positions: Sequence[int],
+    lengths: Sequence[int],
+    block_size: int,
+    scratch_slot: int,
+) -> BatchLayout:
+    """Several rows' prefill chunks in one forward, right-padded to the longest.
+
+    Row b's real tokens write positions [positions[b], positions[b] + lengths[b]);
+    its padding writes the scratch slot, and no real query sees a padded key (they
+    lie after it, so the causal mask hides them).
+    """
+    width = max(-(-(p + n) // block_size) for p, n in zip(positions, lengths, strict=True))
+    longest = max(lengths)
+    layout = build_layout([list(t)[:width] for t in block_tables], positions, longest, block_size)
+    write = [
+        table[pos // block_size] * block_size + pos % block_size if i < n else scratch_slot
+        for table, start, n in zip(block_tables, positions, lengths, strict=True)
+        for i, pos in enumerate(range(start, start + longest))
+    ]
+    return BatchLayout(
+        layout.offsets, mx.array(write, dtype=mx.int32), layout.tables, None, layout.mask
+    )
+
+
 def _consecutive(block_ids: Sequence[int]) -> bool:
     return all(b == a + 1 for a, b in itertools.pairwise(block_ids))
 
@@ -107,12 +133,19 @@ class PagedKVStorage:
         # The running batch's dense working copy; bounded once the KV budget is known.
         self.slots = DecodeSlots(num_layers, max_tokens=1 << 62)
 
+    @property
+    def scratch_slot(self) -> int:
+        """A slot past every block id handed out: padding tokens write here."""
+        return self.capacity_blocks * self.block_size
+
     def ensure_blocks(self, num_blocks: int) -> None:
-        """Make room for block ids below ``num_blocks``."""
+        """Make room for block ids below ``num_blocks`` (and one scratch block past them)."""
         if num_blocks <= self.capacity_blocks:
             return
         target = -(-num_blocks // _GROW_BLOCKS) * _GROW_BLOCKS
         extra = (target - self.capacity_blocks) * self.block_size
+        if self.capacity_blocks == 0:
+            extra += self.block_size  # the scratch block, always last
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
                 if pool is not None:
@@ -151,7 +184,7 @@ class PagedKVStorage:
 
     def _pool(self, index: int, like: mx.array) -> tuple[mx.array, mx.array]:
         if self.keys[index] is None:
-            slots = self.capacity_blocks * self.block_size
+            slots = (self.capacity_blocks + 1) * self.block_size
             shape = (1, like.shape[1], slots, like.shape[3])
             self.keys[index] = mx.zeros(shape, dtype=like.dtype)
             self.values[index] = mx.zeros(shape, dtype=like.dtype)

@@ -5,15 +5,49 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable, Sequence
+from typing import NamedTuple
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from vllm_mlx.backend.fusion import fuse_decode_ops, unfuse
 from vllm_mlx.backend.model import LoadedModel
-from vllm_mlx.backend.paged import BatchLayout, PagedKVStorage, build_layout, slot_layout
+from vllm_mlx.backend.paged import (
+    BatchLayout,
+    PagedKVStorage,
+    build_layout,
+    padded_prefill_layout,
+    slot_layout,
+)
 
 log = logging.getLogger(__name__)
+
+
+# A padded batch may spend at most this share of its tokens on padding.
+_MAX_PADDING = 0.25
+
+
+class PrefillSpan(NamedTuple):
+    """Tokens at positions [start, start + len(token_ids)) of one sequence."""
+
+    token_ids: Sequence[int]
+    block_table: Sequence[int]
+    start: int
+
+
+def _padding_groups(chunks: Sequence[PrefillSpan]) -> list[list[PrefillSpan]]:
+    """Chunks grouped by length (longest first) so that padding stays small."""
+    groups: list[list[PrefillSpan]] = []
+    for chunk in sorted(chunks, key=lambda c: len(c.token_ids), reverse=True):
+        group = groups[-1] if groups else None
+        if group is not None:
+            longest = len(group[0].token_ids)
+            real = sum(len(c.token_ids) for c in group) + len(chunk.token_ids)
+            if longest * (len(group) + 1) <= real * (1 + _MAX_PADDING):
+                group.append(chunk)
+                continue
+        groups.append([chunk])
+    return groups
 
 
 class UnsupportedModelError(RuntimeError):
@@ -56,6 +90,22 @@ class ModelRunner:
         self._forward(mx.array([list(token_ids)], dtype=mx.int32), layout)
         mx.eval(self.storage.state())
 
+    def prefill_batch(self, chunks: Sequence[PrefillSpan]) -> None:
+        """Several prefill chunks; similar lengths share one padded forward."""
+        for group in _padding_groups(chunks):
+            if len(group) == 1:
+                self.prefill(*group[0])
+                continue
+            tables = [c.block_table for c in group]
+            starts = [c.start for c in group]
+            lengths = [len(c.token_ids) for c in group]
+            scratch = self.storage.scratch_slot
+            layout = padded_prefill_layout(tables, starts, lengths, self.block_size, scratch)
+            longest = max(lengths)
+            rows = [list(c.token_ids) + [0] * (longest - len(c.token_ids)) for c in group]
+            self._forward(mx.array(rows, dtype=mx.int32), layout)
+            mx.eval(self.storage.state())
+
     def decode(
         self,
         tokens: Sequence[int] | mx.array,
@@ -73,7 +123,7 @@ class ModelRunner:
         ids = tokens if isinstance(tokens, mx.array) else mx.array(list(tokens), dtype=mx.int32)
         ids = ids.astype(mx.int32)
         step = None
-        if row_keys is not None:
+        if row_keys is not None and len(row_keys) > 1:  # one row reads a view of the pool
             step = self.storage.slots.plan(row_keys, block_tables, positions)
         if step is None:
             layout = build_layout(block_tables, positions, 1, self.block_size)

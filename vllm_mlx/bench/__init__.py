@@ -61,6 +61,13 @@ def _concurrency_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _token_ids_arg(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids: {text!r}") from None
+
+
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("target server")
     group.add_argument(
@@ -116,6 +123,14 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)"
+    )
+    group.add_argument(
+        "--banned-tokens",
+        type=_token_ids_arg,
+        default=(),
+        metavar="ID[,ID...]",
+        help="token ids sent with logit_bias -100, for servers that ignore 'ignore_eos' "
+        "(mlx_lm.server): ban the EOS ids to get fixed-length outputs there too",
     )
     group.add_argument(
         "--warmup",

@@ -22,7 +22,7 @@ import mlx.core as mx
 
 from vllm_mlx.backend.memory import memory_snapshot
 from vllm_mlx.backend.model import LoadedModel
-from vllm_mlx.backend.runner import ModelRunner
+from vllm_mlx.backend.runner import ModelRunner, PrefillSpan
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
@@ -271,10 +271,16 @@ class EngineCore:
         self._runner.ensure_blocks(self._kv.pool.high_water)
         for copy in plan.copies:
             self._runner.copy_block(copy.src, copy.dst, copy.num_tokens)
+        spans = []
+        for chunk in plan.prefills:
+            table = chunk.seq.table
+            assert table is not None
+            tokens = chunk.seq.tokens[chunk.start : chunk.start + chunk.length]
+            spans.append(PrefillSpan(tokens, table.block_ids, chunk.start))
+        self._runner.prefill_batch(spans)
         for chunk in plan.prefills:
             seq, end = chunk.seq, chunk.start + chunk.length
             assert seq.table is not None
-            self._runner.prefill(seq.tokens[chunk.start : end], seq.table.block_ids, chunk.start)
             seq.num_computed = end
             self._kv.commit(seq.table, seq.tokens[:end], len(seq.prompt))
         if plan.decodes:
