@@ -145,7 +145,10 @@ def report(work: Workload, level: int, ours: LevelStats, peer: LevelStats) -> st
     )
 
 
-HEADER = "wl  conc  ours t/s  peer t/s  ratio  TTFT p50 ms ours/peer  ITL p50 ms  ITL p95 ms  fail ours/peer"
+HEADER = (
+    "wl  conc  ours t/s  peer t/s  ratio  TTFT p50 ms ours/peer  ITL p50 ms  ITL p95 ms"
+    "  fail ours/peer"
+)
 
 
 def main() -> None:

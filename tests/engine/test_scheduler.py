@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from vllm_mlx.engine.kv.manager import BlockTable, HitType, KVCacheManager, PrefixMatch
-from vllm_mlx.engine.scheduler import Phase, PrefillChunk, Scheduler, StepPlan
+from vllm_mlx.engine.scheduler import MAX_HOLD_STEPS, Phase, PrefillChunk, Scheduler, StepPlan
 
 BS = 16
 
@@ -47,9 +47,11 @@ class FakeSeq:
 class FakeEngine:
     """Applies plans like EngineCore._execute, over a token-per-slot fake KV store."""
 
-    def __init__(self, num_blocks: int, max_running: int = 4, token_budget: int = 512) -> None:
+    def __init__(
+        self, num_blocks: int, max_running: int = 4, token_budget: int = 512, burst_factor: int = 4
+    ) -> None:
         self.kv = KVCacheManager(num_blocks, BS)
-        self.sched: Scheduler[FakeSeq] = Scheduler(self.kv, max_running, token_budget)
+        self.sched: Scheduler[FakeSeq] = Scheduler(self.kv, max_running, token_budget, burst_factor)
         self.store: list[int | None] = [None] * (num_blocks * BS)
         self.done: list[FakeSeq] = []
         self.overflowed: list[FakeSeq] = []
@@ -228,14 +230,51 @@ def test_prefill_chunks_are_contiguous() -> None:
 
 
 def test_budget_is_shared_between_prefills_in_one_step() -> None:
-    eng = FakeEngine(64, max_running=3, token_budget=64)
+    eng = FakeEngine(64, max_running=3, token_budget=64, burst_factor=1)
     for i in range(3):
         eng.add(f"r{i}", prompt(30, 100 * i), max_new=1)
     plan = eng.step()
-    # Each finished prefill's first decode row takes one token of the budget too.
-    assert [c.length for c in plan.prefills] == [29, 29, 4]
+    assert [c.length for c in plan.prefills] == [29, 29, 6]
     assert eng.run() > 0
     assert eng.kv.pool.num_used == 0
+
+
+def test_a_burst_prefills_together_then_decodes_as_one_batch() -> None:
+    eng = FakeEngine(256, max_running=8, token_budget=64)  # 256 tokens a step, no streams
+    seqs = [eng.add(f"r{i}", prompt(40, 100 * i), max_new=3) for i in range(8)]
+    first = eng.step()
+    assert [c.length for c in first.prefills] == [39] * 6 + [22]  # chunks stay <= 64
+    assert first.decodes == []  # the done prompts wait for the rest of their burst
+    assert {s.phase for s in seqs[:6]} == {Phase.READY}
+    second = eng.step()
+    assert len(second.decodes) == 8  # the whole burst starts decoding together
+    eng.run()
+    assert all(s.output == s.expected_output() for s in seqs)
+
+
+def test_ready_prompts_wait_at_most_max_hold_steps() -> None:
+    eng = FakeEngine(512, max_running=2, token_budget=32, burst_factor=2)
+    short = eng.add("short", prompt(10, 1), max_new=2)
+    eng.add("long", prompt(400, 500), max_new=2)
+    waits = 0
+    while not short.output:
+        plan = eng.step()
+        waits += short.phase is Phase.READY and short not in plan.decodes
+    assert waits == MAX_HOLD_STEPS
+    eng.run()
+
+
+def test_streams_keep_the_small_budget() -> None:
+    eng = FakeEngine(256, max_running=4, token_budget=64)
+    a = eng.add("a", prompt(10, 1), max_new=20)
+    eng.step()
+    eng.step()
+    assert a.output  # a streams now
+    for i in range(3):
+        eng.add(f"b{i}", prompt(60, 100 * i), max_new=2)
+    plan = eng.step()
+    assert a in plan.decodes
+    assert sum(c.length for c in plan.prefills) + 1 <= 64  # a's decode row counts too
 
 
 # -- prefix sharing -------------------------------------------------------------------
@@ -444,3 +483,18 @@ def test_randomized_load_finishes_every_request_correctly(seed: int) -> None:
     assert any(p.preempted for p in eng.plans)
     assert any(p.copies for p in eng.plans)
     assert eng.kv.pool.num_used == 0
+
+
+def test_a_prompt_sharing_a_prefix_being_computed_waits_for_its_blocks() -> None:
+    eng = FakeEngine(256, max_running=4, token_budget=64)  # 256 tokens a step
+    system = prompt(150, 9000)
+    a = eng.add("a", [*system, *prompt(10, 1)], max_new=2)
+    b = eng.add("b", [*system, *prompt(10, 50)], max_new=2)
+    c = eng.add("c", prompt(30, 700), max_new=2)  # unrelated: joins the burst at once
+    plan = eng.step()
+    assert [ch.seq for ch in plan.prefills] == [a, c]  # b would recompute a's prefix
+    while b.table is None:
+        eng.step()
+    assert b.match is not None and b.match.num_tokens >= 144
+    eng.run()
+    assert a.output == a.expected_output() and b.output == b.expected_output()

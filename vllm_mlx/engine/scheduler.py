@@ -9,6 +9,12 @@ Every step it decides, in this order:
 3. prefill chunks: prompts advance by at most the remaining token budget, so a
    long prompt never stalls the running streams for more than one chunk.
 
+A burst (prompts admitted while nothing streams yet) prefills together: up to
+``burst_factor`` chunks' worth of prompts per step, and a prompt that is done waits,
+at most ``MAX_HOLD_STEPS`` steps, for the rest of its burst before its first decode.
+The burst then decodes as one full batch instead of trickling in at small batches
+while every step also carries a prefill.
+
 A sequence's tokens are its prompt plus its output. All but the last are fed
 by prefill; the last is always the input of its next decode row.
 """
@@ -27,7 +33,11 @@ from vllm_mlx.engine.kv.manager import BlockCopy, BlockTable, KVCacheManager, Pr
 class Phase(StrEnum):
     QUEUED = "queued"  # waiting for admission (or preempted)
     PREFILL = "prefill"  # feeding tokens[:-1] into the cache, chunk by chunk
+    READY = "ready"  # prompt cached; its first decode waits for the rest of its burst
     GENERATION = "generation"  # one decode row per step
+
+
+MAX_HOLD_STEPS = 2  # steps a ready prompt may wait for its burst
 
 
 class Schedulable(Protocol):
@@ -71,12 +81,20 @@ class StepPlan(Generic[S]):
 class Scheduler(Generic[S]):
     """Waiting and running queues over one KV cache manager."""
 
-    def __init__(self, kv: KVCacheManager, max_running: int = 1, token_budget: int = 512) -> None:
-        if max_running < 1 or token_budget < 1:
-            raise ValueError("max_running and token_budget must be at least 1")
+    def __init__(
+        self,
+        kv: KVCacheManager,
+        max_running: int = 1,
+        token_budget: int = 512,
+        burst_factor: int = 4,
+    ) -> None:
+        if max_running < 1 or token_budget < 1 or burst_factor < 1:
+            raise ValueError("max_running, token_budget and burst_factor must be at least 1")
         self.kv = kv
         self.max_running = max_running
-        self.token_budget = token_budget
+        self.token_budget = token_budget  # tokens per step while streams run; also per chunk
+        self.burst_budget = token_budget * burst_factor  # tokens per step while none stream
+        self._held: dict[str, int] = {}  # ready sequence -> steps it has waited
         self.waiting: deque[S] = deque()
         self.running: list[S] = []
 
@@ -181,28 +199,59 @@ class Scheduler(Generic[S]):
         return -(-len(seq.tokens) // self.kv.block_size) - shared
 
     def _plan_prefills(self, plan: StepPlan[S]) -> None:
-        budget = self.token_budget - len(plan.decodes)
+        streaming = bool(plan.decodes)
+        budget = (self.token_budget if streaming else self.burst_budget) - len(plan.decodes)
         for seq in list(self.running):
             if seq.phase is not Phase.PREFILL:
                 continue
             if seq.table is None:
+                if self._shares_pending_prefix(seq, plan):
+                    continue  # start next step, when the shared blocks are cached
                 seq.table, match = self.kv.begin(seq.tokens)
                 seq.num_computed = match.num_tokens
                 if seq.match is None:  # a recompute after preemption keeps the first hit
                     seq.match = match
             remaining = len(seq.tokens) - 1 - seq.num_computed
-            length = min(remaining, budget, self._fits(seq.table, remaining))
+            chunk = min(remaining, budget, self.token_budget)
+            length = min(chunk, self._fits(seq.table, remaining))
             if length > 0:
                 plan.copies += self.kv.append_slots(seq.table, length)
                 plan.prefills.append(PrefillChunk(seq, seq.num_computed, length))
                 budget -= length
-            if length == remaining and self.kv.can_append(seq.table, 1):
-                seq.phase = Phase.GENERATION  # its last token joins this step's decode
-                plan.copies += self.kv.append_slots(seq.table, 1)
-                plan.decodes.append(seq)
-                budget -= 1
+            if length == remaining:
+                seq.phase = Phase.READY
+                self._held[seq.request_id] = 0
             if budget <= 0:
-                return
+                break
+        self._start_ready(plan, streaming)
+
+    def _shares_pending_prefix(self, seq: S, plan: StepPlan[S]) -> bool:
+        """Would ``seq`` share a worthwhile prefix with a prompt this step is computing?"""
+        worth = max(self.kv.block_size, self.token_budget // 4)
+        for chunk in plan.prefills:
+            other = chunk.seq.tokens[: chunk.start + chunk.length]
+            # Blocks before the chunk are cached already; what it computes now is not.
+            if _common_prefix(seq.tokens, other) - chunk.start >= worth:
+                return True
+        return False
+
+    def _start_ready(self, plan: StepPlan[S], streaming: bool) -> None:
+        """Ready prompts join this step's decode (their last token is its input)...
+
+        ...unless nothing streams yet and the rest of their burst is still prefilling.
+        """
+        burst_left = not streaming and any(s.phase is Phase.PREFILL for s in self.running)
+        for seq in [s for s in self.running if s.phase is Phase.READY]:
+            held = self._held.get(seq.request_id, 0)
+            if burst_left and held < MAX_HOLD_STEPS:
+                self._held[seq.request_id] = held + 1
+                continue
+            if not self.kv.can_append(self._table(seq), 1):
+                continue  # the next step's decode rows make room (or preempt)
+            self._held.pop(seq.request_id, None)
+            seq.phase = Phase.GENERATION
+            plan.copies += self.kv.append_slots(self._table(seq), 1)
+            plan.decodes.append(seq)
 
     def _fits(self, table: BlockTable, wanted: int) -> int:
         """How many of ``wanted`` new tokens the free blocks can hold."""
@@ -220,7 +269,17 @@ class Scheduler(Generic[S]):
         return seq.table
 
     def _release(self, seq: S) -> None:
+        self._held.pop(seq.request_id, None)
         if seq.table is not None:
             self.kv.free(seq.table)
         seq.table = None
         seq.num_computed = 0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
