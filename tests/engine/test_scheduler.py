@@ -252,29 +252,46 @@ def test_a_burst_prefills_together_then_decodes_as_one_batch() -> None:
     assert all(s.output == s.expected_output() for s in seqs)
 
 
-def test_ready_prompts_wait_at_most_max_hold_steps() -> None:
+def test_a_ready_prompt_waits_only_for_a_burst_that_ends_next_step() -> None:
+    eng = FakeEngine(512, max_running=2, token_budget=32, burst_factor=2)  # 64 a step
+    short = eng.add("short", prompt(10, 1), max_new=2)
+    eng.add("long", prompt(400, 500), max_new=2)  # far more than one step's budget
+    eng.step()
+    assert short.output  # no waiting for a burst that takes many steps
+    eng.run()
     eng = FakeEngine(512, max_running=2, token_budget=32, burst_factor=2)
     short = eng.add("short", prompt(10, 1), max_new=2)
-    eng.add("long", prompt(400, 500), max_new=2)
+    eng.add("medium", prompt(60, 500), max_new=2)  # 32 now, the other 27 next step
+    first = eng.step()
+    assert short.phase is Phase.READY and short not in first.decodes
+    second = eng.step()
+    assert short in second.decodes and len(second.decodes) == 2
+    eng.run()
+
+
+def test_ready_prompts_wait_at_most_max_hold_steps() -> None:
+    eng = FakeEngine(1024, max_running=16, token_budget=32, burst_factor=2)
+    short = eng.add("short", prompt(10, 1), max_new=2)
     waits = 0
-    while not short.output:
+    for i in range(MAX_HOLD_STEPS + 1):
+        eng.add(f"late{i}", prompt(60, 100 * (i + 1)), max_new=2)  # the burst goes on
         plan = eng.step()
         waits += short.phase is Phase.READY and short not in plan.decodes
     assert waits == MAX_HOLD_STEPS
+    assert short.phase is Phase.GENERATION
     eng.run()
 
 
 def test_streams_keep_the_small_budget() -> None:
     eng = FakeEngine(256, max_running=4, token_budget=64)
-    a = eng.add("a", prompt(10, 1), max_new=20)
+    streams = [eng.add(f"a{i}", prompt(10, i), max_new=20) for i in range(3)]
     eng.step()
     eng.step()
-    assert a.output  # a streams now
-    for i in range(3):
-        eng.add(f"b{i}", prompt(60, 100 * i), max_new=2)
+    assert all(s.output for s in streams)
+    eng.add("b", prompt(200, 100), max_new=2)
     plan = eng.step()
-    assert a in plan.decodes
-    assert sum(c.length for c in plan.prefills) + 1 <= 64  # a's decode row counts too
+    assert set(streams) <= set(plan.decodes)
+    assert sum(c.length for c in plan.prefills) + 3 <= 64  # the decode rows count too
 
 
 # -- prefix sharing -------------------------------------------------------------------
@@ -498,3 +515,19 @@ def test_a_prompt_sharing_a_prefix_being_computed_waits_for_its_blocks() -> None
     assert b.match is not None and b.match.num_tokens >= 144
     eng.run()
     assert a.output == a.expected_output() and b.output == b.expected_output()
+
+
+def test_a_shared_prefix_burst_starts_decoding_together() -> None:
+    eng = FakeEngine(4096, max_running=16, token_budget=512)
+    system = prompt(1008, 90000)
+    seqs = [eng.add(f"r{i}", [*system, *prompt(206, 1000 * i)], max_new=4) for i in range(16)]
+    first_token_step: dict[str, int] = {}
+    while len(first_token_step) < len(seqs):
+        eng.step()
+        for s in seqs:
+            if s.output:
+                first_token_step.setdefault(s.request_id, len(eng.plans))
+    # The first prompt computes the shared prefix; the rest hit it and decode as one batch.
+    assert len(set(first_token_step.values())) == 1, first_token_step
+    assert all(s.match is not None and s.match.num_tokens >= 1008 for s in seqs[1:])
+    eng.run()

@@ -9,11 +9,11 @@ Every step it decides, in this order:
 3. prefill chunks: prompts advance by at most the remaining token budget, so a
    long prompt never stalls the running streams for more than one chunk.
 
-A burst (prompts admitted while nothing streams yet) prefills together: up to
-``burst_factor`` chunks' worth of prompts per step, and a prompt that is done waits,
-at most ``MAX_HOLD_STEPS`` steps, for the rest of its burst before its first decode.
-The burst then decodes as one full batch instead of trickling in at small batches
-while every step also carries a prefill.
+A burst (more prompts prefilling than sequences streaming) prefills
+together: up to ``burst_factor`` chunks' worth of prompts per step. A prompt that is
+done waits for the rest of its burst when that finishes in the next step (at most
+``MAX_HOLD_STEPS`` steps), so the burst decodes as one full batch instead of
+trickling in at small batches while every step also carries a prefill.
 
 A sequence's tokens are its prompt plus its output. All but the last are fed
 by prefill; the last is always the input of its next decode row.
@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
-from vllm_mlx.engine.kv.manager import BlockCopy, BlockTable, KVCacheManager, PrefixMatch
+from vllm_mlx.engine.kv.manager import (
+    BlockCopy,
+    BlockTable,
+    KVCacheManager,
+    PrefixMatch,
+    common_prefix,
+)
 
 
 class Phase(StrEnum):
@@ -199,8 +205,9 @@ class Scheduler(Generic[S]):
         return -(-len(seq.tokens) // self.kv.block_size) - shared
 
     def _plan_prefills(self, plan: StepPlan[S]) -> None:
-        streaming = bool(plan.decodes)
-        budget = (self.token_budget if streaming else self.burst_budget) - len(plan.decodes)
+        prefilling = sum(1 for s in self.running if s.phase is Phase.PREFILL)
+        burst = prefilling > len(plan.decodes)
+        budget = (self.burst_budget if burst else self.token_budget) - len(plan.decodes)
         for seq in list(self.running):
             if seq.phase is not Phase.PREFILL:
                 continue
@@ -223,7 +230,13 @@ class Scheduler(Generic[S]):
                 self._held[seq.request_id] = 0
             if budget <= 0:
                 break
-        self._start_ready(plan, streaming)
+        self._start_ready(plan, burst)
+
+    def _computed(self, seq: S) -> int:
+        """Tokens whose KV is cached: so far, or what a prompt not started yet will hit."""
+        if seq.table is not None:
+            return seq.num_computed
+        return self.kv.match_prefix(seq.tokens).num_tokens
 
     def _shares_pending_prefix(self, seq: S, plan: StepPlan[S]) -> bool:
         """Would ``seq`` share a worthwhile prefix with a prompt this step is computing?"""
@@ -231,19 +244,26 @@ class Scheduler(Generic[S]):
         for chunk in plan.prefills:
             other = chunk.seq.tokens[: chunk.start + chunk.length]
             # Blocks before the chunk are cached already; what it computes now is not.
-            if _common_prefix(seq.tokens, other) - chunk.start >= worth:
+            if common_prefix(seq.tokens, other) - chunk.start >= worth:
                 return True
         return False
 
-    def _start_ready(self, plan: StepPlan[S], streaming: bool) -> None:
+    def _start_ready(self, plan: StepPlan[S], burst: bool) -> None:
         """Ready prompts join this step's decode (their last token is its input)...
 
-        ...unless nothing streams yet and the rest of their burst is still prefilling.
+        ...unless the rest of their burst is still prefilling and finishes next step.
         """
-        burst_left = not streaming and any(s.phase is Phase.PREFILL for s in self.running)
+        planned = {id(c.seq): c.length for c in plan.prefills}
+        left = [
+            len(s.tokens) - 1 - self._computed(s) - planned.get(id(s), 0)
+            for s in self.running
+            if s.phase is Phase.PREFILL
+        ]
+        next_step = bool(left) and max(left) <= self.token_budget
+        wait = burst and next_step and sum(left) <= self.burst_budget
         for seq in [s for s in self.running if s.phase is Phase.READY]:
             held = self._held.get(seq.request_id, 0)
-            if burst_left and held < MAX_HOLD_STEPS:
+            if wait and held < MAX_HOLD_STEPS:
                 self._held[seq.request_id] = held + 1
                 continue
             if not self.kv.can_append(self._table(seq), 1):
@@ -274,12 +294,3 @@ class Scheduler(Generic[S]):
             self.kv.free(seq.table)
         seq.table = None
         seq.num_computed = 0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -95,7 +95,7 @@ class KVCacheManager:
         rest = tuple(tokens[matched : matched + bs])
         best, best_len = None, 0
         for child in pool.children(parent) if rest else ():
-            n = _common_prefix(child.tokens, rest)
+            n = common_prefix(child.tokens, rest)
             # On a tie, prefer the block where a cached prompt ended (an exact hit).
             if n > best_len or (n == best_len and n and child.prompt_tokens == n):
                 best, best_len = child, n
@@ -221,7 +221,8 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
