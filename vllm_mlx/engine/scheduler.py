@@ -9,11 +9,13 @@ Every step it decides, in this order:
 3. prefill chunks: prompts advance by at most the remaining token budget, so a
    long prompt never stalls the running streams for more than one chunk.
 
-A burst (more prompts prefilling than sequences streaming) prefills
-together: up to ``burst_factor`` chunks' worth of prompts per step. A prompt that is
-done waits for the rest of its burst when that finishes in the next step (at most
-``MAX_HOLD_STEPS`` steps), so the burst decodes as one full batch instead of
-trickling in at small batches while every step also carries a prefill.
+A burst (several prompts prefilling, or one while nothing streams) prefills
+together: up to ``burst_factor`` chunks' worth of prompts per step, each chunk
+still at most ``token_budget`` long. A prompt that is done waits for the rest of
+its burst when that finishes in the next step (at most ``MAX_HOLD_STEPS`` steps),
+so the burst decodes as one full batch instead of trickling in at small batches
+while every step also carries a prefill. Streams see one longer stall instead of
+many: a long prompt alone still advances one chunk a step.
 
 A sequence's tokens are its prompt plus its output. All but the last are fed
 by prefill; the last is always the input of its next decode row.
@@ -206,7 +208,7 @@ class Scheduler(Generic[S]):
 
     def _plan_prefills(self, plan: StepPlan[S]) -> None:
         prefilling = sum(1 for s in self.running if s.phase is Phase.PREFILL)
-        burst = prefilling > len(plan.decodes)
+        burst = prefilling > min(len(plan.decodes), 1)
         budget = (self.burst_budget if burst else self.token_budget) - len(plan.decodes)
         for seq in list(self.running):
             if seq.phase is not Phase.PREFILL:
