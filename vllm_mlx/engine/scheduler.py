@@ -101,7 +101,7 @@ class Scheduler(Generic[S]):
         self.kv = kv
         self.max_running = max_running
         self.token_budget = token_budget  # tokens per step while streams run; also per chunk
-        self.burst_budget = token_budget * burst_factor  # tokens per step while none stream
+        self.burst_budget = token_budget * burst_factor  # tokens per step in a burst
         self._held: dict[str, int] = {}  # ready sequence -> steps it has waited
         self.waiting: deque[S] = deque()
         self.running: list[S] = []
