@@ -53,12 +53,16 @@ def slot_layout(
 ) -> BatchLayout:
     """A decode pass over slots: rows in slot order, new tokens also written to the pool."""
     write = [
-        table[pos // block_size] * block_size + pos % block_size
-        for table, pos in zip(block_tables, positions, strict=True)
+        _slot(table, pos, block_size) for table, pos in zip(block_tables, positions, strict=True)
     ]
-    offsets = mx.array(step.positions, dtype=mx.int32)
     write_slots = mx.array(write, dtype=mx.int32)
-    return BatchLayout(offsets, write_slots, offsets, None, step.mask, slots=step)
+    # Slot passes read no block table; the field holds the offsets only to be typed.
+    return BatchLayout(step.columns, write_slots, step.columns, None, step.mask, slots=step)
+
+
+def _slot(table: Sequence[int], position: int, block_size: int) -> int:
+    """The pool slot that holds ``position`` of a sequence with block table ``table``."""
+    return table[position // block_size] * block_size + position % block_size
 
 
 def build_layout(
@@ -109,7 +113,7 @@ def padded_prefill_layout(
     longest = max(lengths)
     layout = build_layout([list(t)[:width] for t in block_tables], positions, longest, block_size)
     write = [
-        table[pos // block_size] * block_size + pos % block_size if i < n else scratch_slot
+        _slot(table, pos, block_size) if i < n else scratch_slot
         for table, start, n in zip(block_tables, positions, lengths, strict=True)
         for i, pos in enumerate(range(start, start + longest))
     ]
@@ -172,7 +176,8 @@ class PagedKVStorage:
             joins = [
                 _GatherIndex(mx.array([j.block_table], dtype=mx.int32)) for j in layout.slots.joins
             ]
-            return [SlotLayerCache(self, i, layout, joins) for i in range(len(self.keys))]
+            rows = mx.arange(layout.slots.batch)  # built once, shared by every layer
+            return [SlotLayerCache(self, i, layout, joins, rows) for i in range(len(self.keys))]
         index = _GatherIndex(layout.tables)
         return [PagedLayerCache(self, i, layout, index) for i in range(len(self.keys))]
 
@@ -275,12 +280,14 @@ class SlotLayerCache(PagedLayerCache):
         index: int,
         layout: BatchLayout,
         joins: list[_GatherIndex],
+        rows: mx.array,
     ) -> None:
         assert layout.slots is not None
         self._storage, self._index, self._layout = storage, index, layout
         self.offset = layout.offsets
         self._step = layout.slots
         self._joins = joins
+        self._rows = rows
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         step, i = self._step, self._index
@@ -306,9 +313,5 @@ class SlotLayerCache(PagedLayerCache):
             rows = pool.reshape(-1, bs, dim)[gather(heads, slots // bs)]
             rows = rows.reshape(1, heads, width * bs, dim)[:, :, : join.length]
             dense[join.slot : join.slot + 1, :, : join.length] = rows
-        if step.batch == 1:
-            col = step.positions[0]
-            dense[:1, :, col : col + 1] = new
-        else:
-            dense[mx.arange(step.batch), :, step.columns] = new[:, :, 0, :]
+        dense[self._rows, :, step.columns] = new[:, :, 0, :]
         return dense

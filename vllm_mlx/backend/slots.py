@@ -47,11 +47,8 @@ class SlotStep:
     positions: tuple[int, ...]  # (batch,) position each slot writes (holes: 0)
     width: int  # columns attended: the largest position + 1
     mask: mx.array | None  # (batch, 1, 1, width) keys each slot sees; None for one row
+    columns: mx.array  # (batch,) the positions as an array: where each slot writes
     joins: tuple[Join, ...] = field(default=())  # rows to fill from the pool first
-
-    @property
-    def columns(self) -> mx.array:
-        return mx.array(self.positions, dtype=mx.int32)
 
 
 class DecodeSlots:
@@ -118,6 +115,7 @@ class DecodeSlots:
             tuple(slot_pos),
             width,
             _mask(slot_pos, width),
+            mx.array(slot_pos, dtype=mx.int32),
             tuple(joins),
         )
 

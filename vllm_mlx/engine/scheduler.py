@@ -234,6 +234,16 @@ class Scheduler(Generic[S]):
                 break
         self._start_ready(plan, burst)
 
+    def _burst_ends_next_step(self, plan: StepPlan[S]) -> bool:
+        """Would every prompt still prefilling after this step finish in the next one?"""
+        planned = {id(c.seq): c.length for c in plan.prefills}
+        left = [
+            len(s.tokens) - 1 - self._computed(s) - planned.get(id(s), 0)
+            for s in self.running
+            if s.phase is Phase.PREFILL
+        ]
+        return bool(left) and max(left) <= self.token_budget and sum(left) <= self.burst_budget
+
     def _computed(self, seq: S) -> int:
         """Tokens whose KV is cached: so far, or what a prompt not started yet will hit."""
         if seq.table is not None:
@@ -255,15 +265,9 @@ class Scheduler(Generic[S]):
 
         ...unless the rest of their burst is still prefilling and finishes next step.
         """
-        planned = {id(c.seq): c.length for c in plan.prefills}
-        left = [
-            len(s.tokens) - 1 - self._computed(s) - planned.get(id(s), 0)
-            for s in self.running
-            if s.phase is Phase.PREFILL
-        ]
-        next_step = bool(left) and max(left) <= self.token_budget
-        wait = burst and next_step and sum(left) <= self.burst_budget
-        for seq in [s for s in self.running if s.phase is Phase.READY]:
+        ready = [s for s in self.running if s.phase is Phase.READY]
+        wait = burst and bool(ready) and self._burst_ends_next_step(plan)
+        for seq in ready:
             held = self._held.get(seq.request_id, 0)
             if wait and held < MAX_HOLD_STEPS:
                 self._held[seq.request_id] = held + 1
