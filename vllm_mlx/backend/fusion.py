@@ -10,17 +10,28 @@ have fused kernels, so nothing is done there.
 
 Only mlx's standard ``nn.RMSNorm`` and ``nn.RoPE`` are replaced (by subclasses
 with the same parameters); other variants keep running unfused.
+
+Attention and SwiGLU take exp of many elements, which MLX's CPU backend computes
+slowly; :func:`use_cpu_math` points the model module's ``scaled_dot_product_attention``
+and ``swiglu`` (the names mlx-lm's model files import) at backend.cpu_math while one
+of our passes runs (:func:`cpu_math_pass`). Other callers of the same module, such
+as mlx-lm's own generate in a benchmark, still get mlx-lm's functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from vllm_mlx.backend import cpu_math
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +79,7 @@ def _fused(module: nn.Module) -> nn.Module | None:
     return None
 
 
-Swap = tuple[dict[str, Any], str, nn.Module]  # (parent, key, module that was there)
+Swap = tuple[dict[str, Any], str, Any]  # (parent, key, what was there)
 
 
 def fuse_decode_ops(model: nn.Module) -> list[Swap]:
@@ -84,6 +95,75 @@ def fuse_decode_ops(model: nn.Module) -> list[Swap]:
 
 
 def unfuse(swaps: list[Swap]) -> None:
-    """Put the original modules back (when compiling turns out not to work here)."""
+    """Put the originals back (when compiling turns out not to work here)."""
     for parent, key, original in swaps:
         parent[key] = original
+
+
+# Below this many attention scores per call MLX's own kernel is as fast (the
+# compiled exp's fixed cost wins nothing); a lone decode row at a few hundred tokens.
+_MIN_SCORES = 16_384
+
+_in_pass = threading.local()
+
+
+@contextlib.contextmanager
+def cpu_math_pass() -> Iterator[None]:
+    """Mark the current thread as running one of our forward passes."""
+    _in_pass.active = True
+    try:
+        yield
+    finally:
+        _in_pass.active = False
+
+
+def _active() -> bool:
+    return bool(getattr(_in_pass, "active", False))
+
+
+def _attention_dispatch(original: Callable[..., mx.array]) -> Callable[..., mx.array]:
+    def scaled_dot_product_attention(
+        queries: mx.array,
+        keys: mx.array,
+        values: mx.array,
+        cache: Any,
+        scale: float,
+        mask: mx.array | str | None,
+        sinks: mx.array | None = None,
+    ) -> mx.array:
+        b, hq, length, _ = queries.shape
+        if _active() and sinks is None and b * hq * length * keys.shape[2] >= _MIN_SCORES:
+            return cpu_math.attention(queries, keys, values, scale, mask)
+        return original(queries, keys, values, cache, scale, mask, sinks)
+
+    scaled_dot_product_attention.original = original  # type: ignore[attr-defined]
+    return scaled_dot_product_attention
+
+
+def _swiglu_dispatch(original: Callable[..., mx.array]) -> Callable[..., mx.array]:
+    def swiglu(gate: mx.array, x: mx.array) -> mx.array:
+        return cpu_math.swiglu(gate, x) if _active() else original(gate, x)
+
+    swiglu.original = original  # type: ignore[attr-defined]
+    return swiglu
+
+
+_DISPATCH: dict[str, Callable[[Callable[..., mx.array]], Callable[..., mx.array]]] = {
+    "scaled_dot_product_attention": _attention_dispatch,
+    "swiglu": _swiglu_dispatch,
+}
+
+
+def use_cpu_math(model: nn.Module) -> list[Swap]:
+    """Route the model modules' attention and SwiGLU through backend.cpu_math."""
+    swaps: list[Swap] = []
+    names = {type(m).__module__ for m in model.modules()}
+    for name in sorted(n for n in names if n.startswith("mlx_lm.models.")):
+        namespace = vars(sys.modules[name])
+        for attr, dispatch in _DISPATCH.items():
+            current = namespace.get(attr)
+            if current is None or hasattr(current, "original"):
+                continue  # not used here, or routed already (another model of this family)
+            namespace[attr] = dispatch(current)
+            swaps.append((namespace, attr, current))
+    return swaps

@@ -10,7 +10,8 @@ from typing import NamedTuple
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
-from vllm_mlx.backend.fusion import fuse_decode_ops, unfuse
+from vllm_mlx.backend import cpu_math
+from vllm_mlx.backend.fusion import cpu_math_pass, fuse_decode_ops, unfuse, use_cpu_math
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.paged import (
     BatchLayout,
@@ -144,8 +145,10 @@ class ModelRunner:
         self.storage.ensure_blocks(num_blocks)
 
     def _fuse_decode_ops(self) -> None:
-        """Compile decode's small ops (see backend.fusion), and build the kernels now."""
-        swaps = fuse_decode_ops(self._model)
+        """Compile decode's small ops and route attention and SwiGLU through
+        backend.cpu_math (see backend.fusion), and build the kernels now."""
+        modules, functions = fuse_decode_ops(self._model), use_cpu_math(self._model)
+        swaps = modules + functions
         if not swaps:
             return
         start = time.monotonic()
@@ -154,16 +157,21 @@ class ModelRunner:
             for rows in (1, 2):  # one row and a batch need different kernels
                 logits = self.decode([0] * rows, [[0]] * rows, [0] * rows)
                 mx.eval(logits, self.storage.state())
+            x = mx.zeros((1, 1, 128, 8))  # attention's own kernels
+            mx.eval(cpu_math.attention(x, x, x, 1.0, "causal"))
         except Exception as exc:  # a backend that cannot compile: run the plain ops
             unfuse(swaps)
             log.warning("decode ops could not be compiled (%s); running them unfused", exc)
             return
         log.info(
-            "decode: %d norm/rope modules run as compiled kernels (ready in %.1f s; the "
-            "first start on a machine builds them, later ones load them from MLX's cache)",
-            len(swaps),
+            "CPU: %d norm/rope modules and %d attention/SwiGLU functions run as compiled "
+            "kernels (ready in %.1f s; the first start on a machine builds them, later ones "
+            "load them from MLX's cache)",
+            len(modules),
+            len(functions),
             time.monotonic() - start,
         )
 
     def _forward(self, tokens: mx.array, layout: BatchLayout) -> mx.array:
-        return self._model(tokens, cache=self.storage.layers(layout))
+        with cpu_math_pass():
+            return self._model(tokens, cache=self.storage.layers(layout))
