@@ -101,7 +101,7 @@ def test_slots_grow_past_their_first_columns(loaded: LoadedModel) -> None:
 
 
 def test_pool_holds_what_slots_decoded(loaded: LoadedModel) -> None:
-    """Tokens decoded through slots are in the pool: a prefix hit reads them from there."""
+    """Tokens decoded through slots are in the pool once a prefill could read them."""
     runner = ModelRunner(loaded, BLOCK)
     runner.ensure_blocks(100)
     rows = {
@@ -110,6 +110,7 @@ def test_pool_holds_what_slots_decoded(loaded: LoadedModel) -> None:
     }
     for _ in range(6):
         _step(runner, rows)
+    runner.prefill([5, 6, 7], [90], 0)  # another prompt: slots flush before it runs
     row = rows["p"]
     n = len(row.tokens) - 1
     direct = ModelRunner(loaded, BLOCK)
@@ -124,7 +125,7 @@ def test_pool_holds_what_slots_decoded(loaded: LoadedModel) -> None:
 
 
 def test_plan_keeps_slots_and_frees_on_gaps() -> None:
-    slots = DecodeSlots(num_layers=1, max_tokens=10_000)
+    slots = DecodeSlots(num_layers=1, block_size=64, max_tokens=10_000)
     first = slots.plan(["a", "b"], [[1], [2]], [3, 5])
     assert first is not None and [j.slot for j in first.joins] == [0, 1]
     assert first.feed is None and first.back is None
@@ -136,6 +137,49 @@ def test_plan_keeps_slots_and_frees_on_gaps() -> None:
 
 
 def test_plan_declines_past_its_budget() -> None:
-    slots = DecodeSlots(num_layers=1, max_tokens=100)
+    slots = DecodeSlots(num_layers=1, block_size=64, max_tokens=100)
     assert slots.plan(["a", "b"], [[1], [2]], [60, 10]) is None
     assert slots.num_live == 0
+
+
+def test_joining_row_reads_blocks_that_a_running_row_decoded(loaded: LoadedModel) -> None:
+    """A prompt that hits a running sequence's decoded blocks (a whole-prefix hit, no
+    prefill of its own) joins the batch: those tokens must be in the pool by then."""
+    runner = ModelRunner(loaded, BLOCK)
+    runner.ensure_blocks(200)
+    rows = {
+        "p": Row(loaded, runner, 1, list(range(1, 40))),
+        "q": Row(loaded, runner, 2, list(range(40, 80))),
+    }
+    q = rows["q"]
+    while (len(q.tokens) - 1) % BLOCK or len(q.tokens) < 12:  # q's next write opens a block
+        _step(runner, rows)
+    twin = Row.__new__(Row)  # q's conversation again, sharing q's full blocks
+    twin.model, twin.cache, twin.tokens = q.model, make_prompt_cache(q.model), list(q.tokens)
+    twin.table = q.table[: (len(q.tokens) - 1) // BLOCK] + list(range(120, 140))
+    mx.eval(twin.model(mx.array([twin.tokens[:-1]]), cache=twin.cache))
+    rows["twin"] = twin
+    for _ in range(3):
+        _step(runner, rows)
+
+
+def test_leaving_row_is_flushed_before_its_blocks_are_reused(loaded: LoadedModel) -> None:
+    runner = ModelRunner(loaded, BLOCK)
+    runner.ensure_blocks(200)
+    rows = {
+        k: Row(loaded, runner, i, list(range(1 + 40 * i, 40 * (i + 1))))
+        for i, k in enumerate("uvw")
+    }
+    for _ in range(5):
+        _step(runner, rows)
+    gone = rows.pop("v")  # finished: its slot frees, and its tokens go to its blocks
+    _step(runner, rows)
+    n = len(gone.tokens) - 1
+    direct = ModelRunner(loaded, BLOCK)
+    direct.ensure_blocks(200)
+    direct.prefill(gone.tokens[:n], gone.table, 0)
+    mx.eval(runner.storage.state(), direct.storage.state())
+    idx = mx.array([gone.table[p // BLOCK] * BLOCK + p % BLOCK for p in range(n)])
+    for ours, theirs in zip(runner.storage.values, direct.storage.values, strict=True):
+        assert ours is not None and theirs is not None
+        assert mx.max(mx.abs(ours[:, :, idx] - theirs[:, :, idx])).item() < TOL

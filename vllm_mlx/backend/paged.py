@@ -21,12 +21,12 @@ contiguous per head, which the attention matmuls read without a copy.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
 
-from vllm_mlx.backend.slots import DecodeSlots, SlotStep
+from vllm_mlx.backend.slots import DecodeSlots, Flush, SlotStep
 
 _GROW_BLOCKS = 256  # pools grow in steps of this many blocks
 
@@ -135,7 +135,7 @@ class PagedKVStorage:
         self.values: list[mx.array | None] = [None] * num_layers
         self.capacity_blocks = 0
         # The running batch's dense working copy; bounded once the KV budget is known.
-        self.slots = DecodeSlots(num_layers, max_tokens=1 << 62)
+        self.slots = DecodeSlots(num_layers, block_size, max_tokens=1 << 62)
 
     @property
     def scratch_slot(self) -> int:
@@ -158,8 +158,42 @@ class PagedKVStorage:
                     pools[i] = mx.concatenate([pool, pad], axis=2)
         self.capacity_blocks = target
 
+    def plan_slots(
+        self,
+        row_keys: Sequence[Hashable],
+        block_tables: Sequence[Sequence[int]],
+        positions: Sequence[int],
+    ) -> SlotStep | None:
+        """A decode step through the slots, or None: read the pool (slots flushed)."""
+        step = self.slots.plan(row_keys, block_tables, positions)
+        if step is None:
+            self.flush_slots()
+            self.slots.release()
+        return step
+
+    def flush_slots(self) -> None:
+        """Write the tokens that decode slots hold and the pool does not: call before
+        anything reads the pool or writes blocks a slot row may have used."""
+        flush = self.slots.pending()
+        if flush is None:
+            return
+        for i in range(len(self.keys)):
+            self._flush_layer(i, flush)
+
+    def _flush_layer(self, index: int, flush: Flush) -> None:
+        pools, dense = (self.keys, self.values), (self.slots.keys, self.slots.values)
+        for pool_list, dense_list in zip(pools, dense, strict=True):
+            pool, rows = pool_list[index], dense_list[index]
+            if pool is None or rows is None:
+                continue
+            # (N, heads, dim): the two index arrays are split by a slice, so N goes first.
+            tokens = rows[flush.rows, :, flush.cols]
+            pool[:, :, flush.dest] = tokens.transpose(1, 0, 2)[None]
+            pool_list[index] = pool
+
     def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
         """Copy-on-write: the first tokens of block src into block dst."""
+        self.flush_slots()
         bs = self.block_size
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
@@ -290,14 +324,12 @@ class SlotLayerCache(PagedLayerCache):
         self._rows = rows
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        step, i = self._step, self._index
-        k_pool, v_pool = self._storage._pool(i, keys)
-        to_pool_k = keys if step.back is None else keys[step.back]
-        to_pool_v = values if step.back is None else values[step.back]
-        k_pool, v_pool = self._write(k_pool, to_pool_k), self._write(v_pool, to_pool_v)
-        self._storage.keys[i], self._storage.values[i] = k_pool, v_pool
-        slots = self._storage.slots
+        step, i, storage = self._step, self._index, self._storage
+        slots = storage.slots
         k, v = slots.arrays(i, keys, step.batch, step.width)
+        if step.flush is not None:  # rows that left, or all rows when one joins
+            storage._flush_layer(i, step.flush)
+        k_pool, v_pool = storage._pool(i, keys)
         k, v = self._fill(k, k_pool, keys), self._fill(v, v_pool, values)
         slots.keys[i], slots.values[i] = k, v
         return k[: step.batch, :, : step.width], v[: step.batch, :, : step.width]

@@ -87,12 +87,14 @@ class ModelRunner:
 
     def prefill(self, token_ids: Sequence[int], block_table: Sequence[int], start: int) -> None:
         """Write KV for tokens at positions [start, start + len); no logits."""
+        self.storage.flush_slots()  # a prefix it reads may hold decoded tokens
         layout = build_layout([block_table], [start], len(token_ids), self.block_size)
         self._forward(mx.array([list(token_ids)], dtype=mx.int32), layout)
         mx.eval(self.storage.state())
 
     def prefill_batch(self, chunks: Sequence[PrefillSpan]) -> None:
         """Several prefill chunks; similar lengths share one padded forward."""
+        self.storage.flush_slots()
         for group in _padding_groups(chunks):
             if len(group) == 1:
                 self.prefill(*group[0])
@@ -125,8 +127,9 @@ class ModelRunner:
         ids = ids.astype(mx.int32)
         step = None
         if row_keys is not None and len(row_keys) > 1:  # one row reads a view of the pool
-            step = self.storage.slots.plan(row_keys, block_tables, positions)
+            step = self.storage.plan_slots(row_keys, block_tables, positions)
         if step is None:
+            self.storage.flush_slots()
             layout = build_layout(block_tables, positions, 1, self.block_size)
             return self._forward(ids[:, None], layout)[:, -1, :]
         layout = slot_layout(block_tables, positions, self.block_size, step)

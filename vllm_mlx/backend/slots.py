@@ -8,8 +8,14 @@ every step. Instead each decoding sequence owns one row of a dense
     join : its context is gathered from its blocks once, into a free row
     step : each row's new K/V lands at its own column (a scatter of B tokens), and
            attention reads a view of the first rows and columns, as mlx-lm's
-           batched cache does; the new K/V also go to the pool
+           batched cache does
     leave: the row is freed for the next joiner; until then it is a masked hole
+
+New tokens reach the pool in bulk, not every step: a row's tokens since its last
+flush are written there before anything could read them (a row leaving, a row
+joining, whose blocks may be shared; and, through the storage, any prefill,
+block copy or pool-read decode). A leaving row is flushed before its slot is reused
+and before its blocks can be written by their next owner.
 
                  col 0 ...                       width
     slot 0  [ seq A keys ........ | new ]
@@ -38,6 +44,16 @@ class Join:
 
 
 @dataclass(frozen=True)
+class Flush:
+    """Slot tokens that are not in the pool yet: row ``rows[i]``, column ``cols[i]``
+    goes to pool slot ``dest[i]``."""
+
+    rows: mx.array
+    cols: mx.array
+    dest: mx.array
+
+
+@dataclass(frozen=True)
 class SlotStep:
     """Where one decode step reads and writes in the slot arrays (batch = slot order)."""
 
@@ -49,6 +65,7 @@ class SlotStep:
     mask: mx.array | None  # (batch, 1, 1, width) keys each slot sees; None for one row
     columns: mx.array  # (batch,) the positions as an array: where each slot writes
     joins: tuple[Join, ...] = field(default=())  # rows to fill from the pool first
+    flush: Flush | None = None  # written to the pool before the joins read it
 
 
 class DecodeSlots:
@@ -58,10 +75,14 @@ class DecodeSlots:
     the caller reads the pool directly.
     """
 
-    def __init__(self, num_layers: int, max_tokens: int) -> None:
+    def __init__(self, num_layers: int, block_size: int, max_tokens: int) -> None:
+        self.block_size = block_size
         self.max_tokens = max_tokens
         self._owner: list[Hashable | None] = []  # sequence key per slot
         self._length: list[int] = []  # tokens each slot holds
+        self._flushed: list[int] = []  # of which the pool holds the first ones
+        self._table: list[tuple[int, ...]] = []  # block table of each slot's sequence
+        self._unflushed: list[tuple[int, int, int]] = []  # freed rows' (row, col, dest)
         self.keys: list[mx.array | None] = [None] * num_layers
         self.values: list[mx.array | None] = [None] * num_layers
         self._shape = (0, 0)  # (rows, cols) of the arrays
@@ -71,8 +92,9 @@ class DecodeSlots:
         return sum(owner is not None for owner in self._owner)
 
     def release(self) -> None:
-        """Forget every row and free the arrays."""
-        self._owner, self._length = [], []
+        """Forget every row and free the arrays (flush them first: see :meth:`pending`)."""
+        self._owner, self._length, self._flushed, self._table = [], [], [], []
+        self._unflushed = []
         self.keys = [None] * len(self.keys)
         self.values = [None] * len(self.values)
         self._shape = (0, 0)
@@ -83,23 +105,38 @@ class DecodeSlots:
         block_tables: Sequence[Sequence[int]],
         positions: Sequence[int],
     ) -> SlotStep | None:
-        """Assign each caller row a slot; row i writes position ``positions[i]``."""
+        """Assign each caller row a slot; row i writes position ``positions[i]``.
+
+        None when the rows do not fit the budget: every row is then freed, and its
+        unflushed tokens wait in :meth:`pending`.
+        """
         slot_of = self._keep(row_keys, positions)
         joins = []
         for i, key in enumerate(row_keys):
             if key not in slot_of:
                 slot = self._free_slot()
                 self._owner[slot] = key
+                # Its context is in the pool (prefill wrote it); nothing to flush yet.
+                self._length[slot] = self._flushed[slot] = positions[i]
+                self._table[slot] = tuple(block_tables[i])
                 slot_of[key] = slot
                 joins.append(Join(slot, tuple(block_tables[i]), positions[i]))
-        while self._owner and self._owner[-1] is None:
-            self._owner.pop()
-            self._length.pop()
-        batch = len(self._owner)
         width = max(positions) + 1
-        if batch * width > self.max_tokens:
-            self.release()
+        if len(self._owner) * width > self.max_tokens:
+            for slot, owner in enumerate(self._owner):
+                if owner is not None:
+                    self._unflushed += self._take(slot)
+                self._owner[slot] = None
             return None
+        # A joining row reads blocks that a running row may still hold unflushed
+        # (a whole-prompt prefix hit): then every row flushes first.
+        unflushed, self._unflushed = self._unflushed, []
+        if joins:
+            unflushed += [e for slot in range(len(self._owner)) for e in self._take(slot)]
+        while self._owner and self._owner[-1] is None:
+            for column in (self._owner, self._length, self._flushed, self._table):
+                column.pop()
+        batch = len(self._owner)
         slot_pos = [0] * batch
         feed = [0] * batch
         back = []
@@ -107,6 +144,7 @@ class DecodeSlots:
             slot = slot_of[key]
             slot_pos[slot], feed[slot] = positions[i], i
             self._length[slot] = positions[i] + 1
+            self._table[slot] = tuple(block_tables[i])  # a freed table is emptied
             back.append(slot)
         return SlotStep(
             batch,
@@ -117,7 +155,23 @@ class DecodeSlots:
             _mask(slot_pos, width),
             mx.array(slot_pos, dtype=mx.int32),
             tuple(joins),
+            _flush(unflushed),
         )
+
+    def pending(self) -> Flush | None:
+        """Every token the pool does not hold yet; the caller writes them now."""
+        unflushed, self._unflushed = self._unflushed, []
+        for slot, owner in enumerate(self._owner):
+            if owner is not None:
+                unflushed += self._take(slot)
+        return _flush(unflushed)
+
+    def _take(self, slot: int) -> list[tuple[int, int, int]]:
+        """A slot's unflushed tokens as (row, column, pool slot); they count as flushed."""
+        bs, table = self.block_size, self._table[slot]
+        start, end = self._flushed[slot], self._length[slot]
+        self._flushed[slot] = end
+        return [(slot, p, table[p // bs] * bs + p % bs) for p in range(start, end)]
 
     def _keep(self, row_keys: Sequence[Hashable], positions: Sequence[int]) -> dict[Hashable, int]:
         """Slots whose sequence goes on where it left off; the others are freed."""
@@ -126,7 +180,8 @@ class DecodeSlots:
         for slot, owner in enumerate(self._owner):
             if owner is not None and wanted.get(owner) == self._length[slot]:
                 kept[owner] = slot
-            else:
+            elif owner is not None:
+                self._unflushed += self._take(slot)
                 self._owner[slot] = None
         return kept
 
@@ -136,6 +191,8 @@ class DecodeSlots:
                 return slot
         self._owner.append(None)
         self._length.append(0)
+        self._flushed.append(0)
+        self._table.append(())
         return len(self._owner) - 1
 
     def arrays(self, layer: int, like: mx.array, rows: int, cols: int) -> tuple[mx.array, mx.array]:
@@ -165,6 +222,13 @@ def _grown(old: mx.array, rows: int, cols: int) -> mx.array:
     out = mx.zeros((rows, old.shape[1], cols, old.shape[3]), dtype=old.dtype)
     out[: old.shape[0], :, : old.shape[2]] = old
     return out
+
+
+def _flush(entries: list[tuple[int, int, int]]) -> Flush | None:
+    if not entries:
+        return None
+    rows, cols, dest = zip(*entries, strict=True)
+    return Flush(*(mx.array(column, dtype=mx.int32) for column in (rows, cols, dest)))
 
 
 def _mask(positions: Sequence[int], width: int) -> mx.array | None:
