@@ -17,7 +17,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from vllm_mlx.backend.loader import load_model
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.runner import ModelRunner
-from vllm_mlx.backend.slots import DecodeSlots
+from vllm_mlx.backend.slots import DecodeSlots, pool_slot
 from vllm_mlx.config import ModelConfig
 
 BLOCK = 4
@@ -57,6 +57,22 @@ def _step(runner: ModelRunner, rows: dict[str, Row]) -> None:
         err = mx.max(mx.abs(got[i] - want[i])).item()
         assert err < TOL, f"row {key}: max |slots - reference| = {err}"
         rows[key].tokens.append(int(mx.argmax(want[i]).item()))
+
+
+def _assert_pool_holds(loaded: LoadedModel, runner: ModelRunner, row: Row) -> None:
+    """The pool holds the row's K/V (all but its last token) as a direct prefill writes it."""
+    n = len(row.tokens) - 1
+    direct = ModelRunner(loaded, BLOCK)
+    direct.ensure_blocks(runner.storage.capacity_blocks)
+    direct.prefill(row.tokens[:n], row.table, 0)
+    mx.eval(runner.storage.state(), direct.storage.state())
+    idx = mx.array([pool_slot(row.table, p, BLOCK) for p in range(n)])
+    ours_pools = [*runner.storage.keys, *runner.storage.values]
+    for ours, theirs in zip(
+        ours_pools, [*direct.storage.keys, *direct.storage.values], strict=True
+    ):
+        assert ours is not None and theirs is not None
+        assert mx.max(mx.abs(ours[:, :, idx] - theirs[:, :, idx])).item() < TOL
 
 
 def test_churning_batch_matches_reference_caches(loaded: LoadedModel) -> None:
@@ -111,17 +127,7 @@ def test_pool_holds_what_slots_decoded(loaded: LoadedModel) -> None:
     for _ in range(6):
         _step(runner, rows)
     runner.prefill([5, 6, 7], [90], 0)  # another prompt: slots flush before it runs
-    row = rows["p"]
-    n = len(row.tokens) - 1
-    direct = ModelRunner(loaded, BLOCK)
-    direct.ensure_blocks(100)
-    direct.prefill(row.tokens[:n], row.table, 0)
-    mx.eval(runner.storage.state(), direct.storage.state())
-    slots = [row.table[p // BLOCK] * BLOCK + p % BLOCK for p in range(n)]
-    for ours, theirs in zip(runner.storage.keys, direct.storage.keys, strict=True):
-        assert ours is not None and theirs is not None
-        idx = mx.array(slots)
-        assert mx.max(mx.abs(ours[:, :, idx] - theirs[:, :, idx])).item() < TOL
+    _assert_pool_holds(loaded, runner, rows["p"])
 
 
 def test_plan_keeps_slots_and_frees_on_gaps() -> None:
@@ -174,12 +180,4 @@ def test_leaving_row_is_flushed_before_its_blocks_are_reused(loaded: LoadedModel
         _step(runner, rows)
     gone = rows.pop("v")  # finished: its slot frees, and its tokens go to its blocks
     _step(runner, rows)
-    n = len(gone.tokens) - 1
-    direct = ModelRunner(loaded, BLOCK)
-    direct.ensure_blocks(200)
-    direct.prefill(gone.tokens[:n], gone.table, 0)
-    mx.eval(runner.storage.state(), direct.storage.state())
-    idx = mx.array([gone.table[p // BLOCK] * BLOCK + p % BLOCK for p in range(n)])
-    for ours, theirs in zip(runner.storage.values, direct.storage.values, strict=True):
-        assert ours is not None and theirs is not None
-        assert mx.max(mx.abs(ours[:, :, idx] - theirs[:, :, idx])).item() < TOL
+    _assert_pool_holds(loaded, runner, gone)

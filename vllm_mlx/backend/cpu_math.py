@@ -45,14 +45,10 @@ def _exp_shifted(scores: mx.array, row_max: mx.array) -> mx.array:
 
 
 @mx.compile
-def _swiglu(gate: mx.array, x: mx.array) -> mx.array:
-    g = gate.astype(mx.float32)
-    return (g * x.astype(mx.float32) / (1.0 + _exp(-g))).astype(x.dtype)
-
-
 def swiglu(gate: mx.array, x: mx.array) -> mx.array:
     """silu(gate) * x, as mlx-lm's ``activations.swiglu``."""
-    return _swiglu(gate, x)
+    g = gate.astype(mx.float32)
+    return (g * x.astype(mx.float32) / (1.0 + _exp(-g))).astype(x.dtype)
 
 
 # Scores per tile of query rows: a tile stays in cache (~4 MB) between its passes;

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from vllm_mlx.backend.slots import DecodeSlots, Flush, SlotStep
+from vllm_mlx.backend.slots import DecodeSlots, Flush, SlotStep, pool_slot
 
 _GROW_BLOCKS = 256  # pools grow in steps of this many blocks
 
@@ -53,16 +53,12 @@ def slot_layout(
 ) -> BatchLayout:
     """A decode pass over slots: rows in slot order, new tokens also written to the pool."""
     write = [
-        _slot(table, pos, block_size) for table, pos in zip(block_tables, positions, strict=True)
+        pool_slot(table, pos, block_size)
+        for table, pos in zip(block_tables, positions, strict=True)
     ]
     write_slots = mx.array(write, dtype=mx.int32)
     # Slot passes read no block table; the field holds the offsets only to be typed.
     return BatchLayout(step.columns, write_slots, step.columns, None, step.mask, slots=step)
-
-
-def _slot(table: Sequence[int], position: int, block_size: int) -> int:
-    """The pool slot that holds ``position`` of a sequence with block table ``table``."""
-    return table[position // block_size] * block_size + position % block_size
 
 
 def build_layout(
@@ -113,7 +109,7 @@ def padded_prefill_layout(
     longest = max(lengths)
     layout = build_layout([list(t)[:width] for t in block_tables], positions, longest, block_size)
     write = [
-        _slot(table, pos, block_size) if i < n else scratch_slot
+        pool_slot(table, pos, block_size) if i < n else scratch_slot
         for table, start, n in zip(block_tables, positions, lengths, strict=True)
         for i, pos in enumerate(range(start, start + longest))
     ]

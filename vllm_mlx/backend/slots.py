@@ -118,9 +118,9 @@ class DecodeSlots:
                 self._owner[slot] = key
                 # Its context is in the pool (prefill wrote it); nothing to flush yet.
                 self._length[slot] = self._flushed[slot] = positions[i]
-                self._table[slot] = tuple(block_tables[i])
+                self._table[slot] = table = tuple(block_tables[i])
                 slot_of[key] = slot
-                joins.append(Join(slot, tuple(block_tables[i]), positions[i]))
+                joins.append(Join(slot, table, positions[i]))
         width = max(positions) + 1
         if len(self._owner) * width > self.max_tokens:
             for slot, owner in enumerate(self._owner):
@@ -168,10 +168,9 @@ class DecodeSlots:
 
     def _take(self, slot: int) -> list[tuple[int, int, int]]:
         """A slot's unflushed tokens as (row, column, pool slot); they count as flushed."""
-        bs, table = self.block_size, self._table[slot]
-        start, end = self._flushed[slot], self._length[slot]
+        table, start, end = self._table[slot], self._flushed[slot], self._length[slot]
         self._flushed[slot] = end
-        return [(slot, p, table[p // bs] * bs + p % bs) for p in range(start, end)]
+        return [(slot, p, pool_slot(table, p, self.block_size)) for p in range(start, end)]
 
     def _keep(self, row_keys: Sequence[Hashable], positions: Sequence[int]) -> dict[Hashable, int]:
         """Slots whose sequence goes on where it left off; the others are freed."""
@@ -222,6 +221,11 @@ def _grown(old: mx.array, rows: int, cols: int) -> mx.array:
     out = mx.zeros((rows, old.shape[1], cols, old.shape[3]), dtype=old.dtype)
     out[: old.shape[0], :, : old.shape[2]] = old
     return out
+
+
+def pool_slot(table: Sequence[int], position: int, block_size: int) -> int:
+    """The pool slot that holds ``position`` of a sequence with block table ``table``."""
+    return table[position // block_size] * block_size + position % block_size
 
 
 def _flush(entries: list[tuple[int, int, int]]) -> Flush | None:
