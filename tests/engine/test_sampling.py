@@ -12,6 +12,7 @@ from vllm_mlx.engine.sampling import (
     RequestSampler,
     log_softmax,
     min_p_filter,
+    sample_rows,
     top_k_filter,
     top_p_filter,
 )
@@ -284,3 +285,26 @@ def test_any_integer_seed_is_usable(seed: int) -> None:
     logits = mx.zeros((1, 50))
     a = _draws(_sampler(vocab=50, seed=seed), logits, 10)
     assert a == _draws(_sampler(vocab=50, seed=seed), logits, 10)
+
+
+def test_sample_rows_matches_each_rows_own_sampler() -> None:
+    """Batched greedy rows (with and without a bias) give what their samplers give."""
+    logits = mx.random.normal((6, VOCAB), key=mx.random.key(3))
+    best = [int(i) for i in mx.argmax(logits, axis=-1).tolist()]  # type: ignore[union-attr]
+
+    def make() -> list[RequestSampler]:
+        return [
+            _sampler(temperature=0.0),
+            _sampler(temperature=0.0, logit_bias=((best[1], -100.0),)),
+            _sampler(temperature=0.0, logit_bias=((5, 30.0), (5, 1.0))),  # a repeated id adds
+            _sampler(temperature=0.0, logprobs=True),  # not batchable: its own chain
+            _sampler(temperature=0.7, seed=11),
+            _sampler(temperature=0.0, presence_penalty=1.0),
+        ]
+
+    batched = sample_rows(make(), logits, [[] for _ in range(6)])
+    single = [s.sample(logits[i : i + 1], []) for i, s in enumerate(make())]
+    got = [int(out.token.item()) for out in batched]
+    assert got == [int(out.token.item()) for out in single]
+    assert got[0] == best[0] and got[1] != best[1] and got[2] == 5
+    assert batched[3].logprob is not None

@@ -28,7 +28,7 @@ from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.kv_sizing import build_cache_manager
 from vllm_mlx.engine.runtime import RuntimeModeController
-from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
+from vllm_mlx.engine.sampling import RequestSampler, SampleOutput, sample_rows
 from vllm_mlx.engine.scheduler import Phase, Scheduler, StepPlan
 from vllm_mlx.engine.sequence import EventSink, SampledToken, SequenceState, TextDecoder
 from vllm_mlx.engine.types import (
@@ -254,6 +254,7 @@ class EngineCore:
             self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
         for seq in plan.preempted:
             log.info("preempted %s (KV cache full); it will be recomputed", seq.request_id)
+        start = time.perf_counter()
         try:
             self._execute(plan)
         except Exception as exc:  # edge of the engine: fail the step's requests, keep serving
@@ -262,6 +263,17 @@ class EngineCore:
             for seq in dict.fromkeys(rows):
                 self._scheduler.remove(seq.request_id)
                 self._fail(seq, ErrorKind.INTERNAL, f"engine failure: {exc}")
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "step %d: %d prefill chunks (%d tokens), %d decode rows, %d waiting, %.1f ms",
+                self._steps,
+                len(plan.prefills),
+                sum(c.length for c in plan.prefills),
+                len(plan.decodes),
+                len(self._scheduler.waiting),
+                (time.perf_counter() - start) * 1e3,
+            )
 
     def _execute(self, plan: StepPlan[SequenceState]) -> None:
         grows = self._kv.pool.high_water > self._runner.storage.capacity_blocks
@@ -304,7 +316,7 @@ class EngineCore:
         ]
         keys = [seq.request_id for seq in rows]
         logits = self._runner.decode(mx.concatenate(feed), tables, positions, keys)
-        outs = [seq.sampler.sample(logits[i : i + 1], seq.output_ids) for i, seq in enumerate(rows)]
+        outs = sample_rows([seq.sampler for seq in rows], logits, [seq.output_ids for seq in rows])
         for seq in rows:
             if seq.pending is not None:
                 self._absorb(seq)

@@ -17,9 +17,12 @@ class LogitBias:
     """Adds a fixed per-token bias (OpenAI ``logit_bias``)."""
 
     def __init__(self, bias: Sequence[tuple[int, float]], vocab_size: int) -> None:
-        ids = mx.array([t for t, _ in bias], dtype=mx.int32)
-        vals = mx.array([b for _, b in bias], dtype=mx.float32)
-        self._bias = mx.zeros((vocab_size,), dtype=mx.float32).at[ids].add(vals)
+        summed: dict[int, float] = {}
+        for token, value in bias:  # one entry per token, so batched samplers add the same
+            summed[token] = summed.get(token, 0.0) + value
+        self.ids = mx.array(list(summed), dtype=mx.int32)
+        self.values = mx.array(list(summed.values()), dtype=mx.float32)
+        self._bias = mx.zeros((vocab_size,), dtype=mx.float32).at[self.ids].add(self.values)
 
     def __call__(self, logits: mx.array) -> mx.array:
         return logits + self._bias
