@@ -13,6 +13,8 @@ load generator, not our engine. Routes, by path prefix:
   token, so concurrent requests surely overlap while /v1/status is polled.
 - ``/plain/...``: like ``/ok/`` without cached_tokens in usage, and no
   /v1/status (HTTP 404): another kind of server.
+- ``/slow/...``: like ``/ok/``, but SLOW_TOKEN_DELAY_S between tokens, so
+  streams last long enough for a request sent mid-stream to overlap them.
 - ``/partial/...``: like ``/ok/``, but /v1/status holds only ``cache.hit_rate``.
 - ``/fail/v1/chat/completions``: HTTP 500 with a JSON error body.
 - ``/broken/v1/chat/completions``: a few tokens, then the connection closes
@@ -36,6 +38,7 @@ from typing import Any
 
 TEMPLATE_TOKENS = 7  # what the fake "chat template" adds to one user message's word count
 TOKEN_DELAY_S = 0.002  # pause between streamed tokens
+SLOW_TOKEN_DELAY_S = 0.02  # pause between streamed tokens on /slow/
 PREFILL_S_PER_TOKEN = 0.0002  # "prefill" time per uncached prompt token, before the first token
 HOLD_S = 0.3  # extra wait before the first token on /hold/
 FAKE_BLOCK_SIZE = 4  # cache.block_size in /v1/status
@@ -148,7 +151,11 @@ def _usage(state: FakeState, body: dict[str, Any], route: str) -> tuple[dict[str
 
 
 async def _stream_tokens(
-    writer: asyncio.StreamWriter, body: dict[str, Any], usage: dict[str, Any], cut: bool
+    writer: asyncio.StreamWriter,
+    body: dict[str, Any],
+    usage: dict[str, Any],
+    cut: bool,
+    delay: float = TOKEN_DELAY_S,
 ) -> None:
     """Write a chat completion stream; ``cut`` stops half-way without [DONE]."""
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
@@ -161,11 +168,11 @@ async def _stream_tokens(
         if i % 3 == 0:  # split this event across two network writes
             writer.write(event[:9])
             await writer.drain()
-            await asyncio.sleep(TOKEN_DELAY_S / 2)
+            await asyncio.sleep(delay / 2)
             event = event[9:]
         writer.write(event)
         await writer.drain()
-        await asyncio.sleep(TOKEN_DELAY_S)
+        await asyncio.sleep(delay)
     writer.write(_sse({"choices": [], "usage": usage}) + _sse("[DONE]"))
     await writer.drain()
 
@@ -187,7 +194,8 @@ async def _chat(
     state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
         await asyncio.sleep(uncached * PREFILL_S_PER_TOKEN + (HOLD_S if route == "hold" else 0))
-        await _stream_tokens(writer, body, usage, cut=route == "broken")
+        delay = SLOW_TOKEN_DELAY_S if route == "slow" else TOKEN_DELAY_S
+        await _stream_tokens(writer, body, usage, cut=route == "broken", delay=delay)
     finally:
         state.in_flight -= 1
         state.running.pop(rid, None)

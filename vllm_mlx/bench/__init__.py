@@ -38,7 +38,9 @@ shown as '-' (null in JSON).
 
 Probes replace the sweep: --ttft-probe times one long prompt cold, warm and
 with a new suffix; --blocks-probe K compares the KV blocks held by K concurrent
-shared-prefix requests with prefix_blocks + K x suffix_blocks. They print text
+shared-prefix requests with prefix_blocks + K x suffix_blocks;
+--interference-probe K measures how one --long-prompt-tokens prompt slows K
+short chats (and they it), with issue 16's PASS/FAIL criteria. They print text
 and JSON lines (to --json PATH, else stdout).
 
 Exit status: 0 when every request succeeded, 1 when any failed, 2 on bad options.
@@ -51,6 +53,7 @@ examples:
   vllm-mlx bench --concurrency 2 --multi-turn 4 --prompt-tokens 64 --max-tokens 32
   vllm-mlx bench --ttft-probe --prompt-tokens 1500
   vllm-mlx bench --blocks-probe 8 --shared-prefix-tokens 512 --prompt-tokens 16 --max-tokens 32
+  vllm-mlx bench --interference-probe 4 --long-prompt-tokens 6000 --prompt-tokens 100
 """
 
 
@@ -250,6 +253,39 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_interference_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("long-prompt interference probe (instead of the sweep)")
+    group.add_argument(
+        "--interference-probe",
+        type=int,
+        default=0,
+        metavar="K",
+        help="four runs, each with fresh prompts: K concurrent chats (--prompt-tokens, "
+        "--max-tokens) alone; the long prompt alone (max_tokens 4); the long prompt sent "
+        "once every chat has streamed a token; the long prompt, then the K chats after "
+        "--interference-delay. Prints chat ITL p50/p95 (alone, and after the long prompt "
+        "was sent), chat TTFTs, long-prompt TTFTs and PASS/FAIL for: ITL p95 during <= 2x "
+        "alone, every chat's TTFT after the long prompt <= 5 s, long TTFT <= 1.5x alone; "
+        "--warmup N sends N unmeasured chats first",
+    )
+    group.add_argument(
+        "--long-prompt-tokens",
+        type=int,
+        default=6000,
+        metavar="N",
+        help="approximate length of the interference probe's long prompt; the server's "
+        "usage.prompt_tokens is printed (default: %(default)s)",
+    )
+    group.add_argument(
+        "--interference-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="in the interference probe's last run, wait this long after sending the long "
+        "prompt before sending the chats (default: %(default)s)",
+    )
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every `vllm-mlx bench` option to ``parser``."""
     parser.description = parser.description or _DESCRIPTION
@@ -259,6 +295,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     _add_load_arguments(parser)
     _add_cache_arguments(parser)
     _add_probe_arguments(parser)
+    _add_interference_arguments(parser)
     _add_output_arguments(parser)
     _add_baseline_arguments(parser)
 

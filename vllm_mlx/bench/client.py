@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 
 from vllm_mlx.bench.config import BenchConfig
 from vllm_mlx.bench.sse import DONE, SSEParser
-from vllm_mlx.bench.stats import RequestRecord, chunk_itls, failed
+from vllm_mlx.bench.stats import RequestRecord, chunk_itl_times, chunk_itls, failed
 
 ERROR_BODY_CHARS = 200  # how much of an error response goes into the record
 
@@ -65,6 +65,7 @@ class _StreamState:
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
     text: list[str] = field(default_factory=list)  # streamed content pieces
     done: bool = False  # [DONE] received
+    on_output: Callable[[], object] | None = None  # called as each output chunk arrives
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,14 @@ async def stream_messages(
     messages: Sequence[dict[str, Any]],
     request_id: str,
     max_tokens: int | None = None,
+    on_output: Callable[[], object] | None = None,
 ) -> ChatReply:
-    """Stream one chat request for ``messages``; never raises for server faults."""
-    state = _StreamState(start=time.perf_counter())
+    """Stream one chat request for ``messages``; never raises for server faults.
+
+    ``on_output`` is called (no arguments) as each output chunk arrives, e.g. to
+    let a probe act once a stream has started.
+    """
+    state = _StreamState(start=time.perf_counter(), on_output=on_output)
     body = chat_body(cfg, messages, max_tokens)
     try:
         async with asyncio.timeout(cfg.timeout):
@@ -154,6 +160,8 @@ def _apply_event(payload: str, now: float, state: _StreamState) -> str | None:
         state.times.append(now)
         state.chunk_tokens.append(_tokens_in_chunk(chunk, previous, state.completion_tokens))
         state.text.extend(_content(chunk))
+        if state.on_output is not None:
+            state.on_output()
     return None
 
 
@@ -217,4 +225,6 @@ def _record(state: _StreamState) -> RequestRecord:
         prompt_tokens=state.prompt_tokens,
         output_tokens=output,
         cached_tokens=state.cached_tokens,
+        token_times=tuple(state.times),
+        itl_times=chunk_itl_times(state.times, state.chunk_tokens),
     )

@@ -35,6 +35,9 @@ class BenchConfig:
     status_interval: float = 0.5  # seconds between GET /v1/status polls during a level
     ttft_probe: bool = False  # cold / warm / prefix-hit TTFT of one long prompt, no sweep
     blocks_probe: int = 0  # K > 0: KV blocks held by K concurrent shared-prefix requests
+    interference_probe: int = 0  # K > 0: K short chats against one long prompt (issue 16)
+    long_prompt_tokens: int = 6000  # ~tokens of the interference probe's long prompt
+    interference_delay: float = 2.0  # seconds between the long prompt and the chats after it
     banned_tokens: tuple[int, ...] = ()  # sent with logit_bias -100 (peers lack ignore_eos)
 
     def __post_init__(self) -> None:
@@ -64,8 +67,23 @@ class BenchConfig:
             raise ValueError("--status-interval must be > 0")
         if self.blocks_probe < 0:
             raise ValueError("--blocks-probe must be >= 0")
-        if self.ttft_probe and self.blocks_probe:
-            raise ValueError("--ttft-probe and --blocks-probe are separate runs: pick one")
+        if self.interference_probe < 0:
+            raise ValueError("--interference-probe must be >= 0")
+        if self.long_prompt_tokens < 1:
+            raise ValueError("--long-prompt-tokens must be >= 1")
+        if self.interference_delay < 0:
+            raise ValueError("--interference-delay must be >= 0")
+        chosen = [
+            name
+            for name, on in (
+                ("--ttft-probe", self.ttft_probe),
+                ("--blocks-probe", self.blocks_probe),
+                ("--interference-probe", self.interference_probe),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"{' and '.join(chosen)} are separate runs: pick one")
         if self.blocks_probe and self.shared_prefix_tokens < 1:
             raise ValueError("--blocks-probe needs --shared-prefix-tokens >= 1")
         if self.runs_baseline and (self.probe or self.shared_prefix_tokens or self.multi_turn > 1):
@@ -76,10 +94,12 @@ class BenchConfig:
 
     @property
     def probe(self) -> str | None:
-        """The probe this invocation runs instead of the sweep: "ttft", "blocks" or None."""
+        """The probe run instead of the sweep: "ttft", "blocks", "interference" or None."""
         if self.ttft_probe:
             return "ttft"
-        return "blocks" if self.blocks_probe else None
+        if self.blocks_probe:
+            return "blocks"
+        return "interference" if self.interference_probe else None
 
     @property
     def runs_baseline(self) -> bool:

@@ -22,6 +22,10 @@ logger = logging.getLogger("vllm_mlx.bench")
 
 def execute(cfg: BenchConfig) -> int:
     """Run a probe, or the baseline and/or the server sweep; 1 if any request failed."""
+    if cfg.probe == "interference":
+        from vllm_mlx.bench.interference import run_interference_probe
+
+        return run_interference_probe(cfg)
     if cfg.probe is not None:
         from vllm_mlx.bench.probes import run_probe
 

@@ -38,6 +38,8 @@ class RequestRecord:
     output_tokens: int = 0  # usage.completion_tokens, else tokens/chunks counted
     cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens
     turn: int = 1  # 1-based turn of its conversation (--multi-turn)
+    token_times: tuple[float, ...] = ()  # perf_counter arrival of each output chunk
+    itl_times: tuple[float, ...] = ()  # perf_counter arrival closing each itl_s value (aligned)
 
     @property
     def tpot_s(self) -> float | None:
@@ -136,6 +138,22 @@ def chunk_itls(
     if total_tokens is not None and total_tokens == len(times):
         return tuple(gaps), True  # exactly one token per chunk
     return tuple(gaps), False
+
+
+def chunk_itl_times(
+    times: Sequence[float], chunk_tokens: Sequence[int | None]
+) -> tuple[float, ...]:
+    """When each value of :func:`chunk_itls` ended: the arrival of its closing chunk.
+
+    Aligned with ``chunk_itls(times, chunk_tokens, ...)[0]``: a chunk of k
+    known tokens closes k values, otherwise each chunk after the first closes one.
+    """
+    later = chunk_tokens[1:]
+    if len(times) < 2:
+        return ()
+    if all(n is not None for n in later):
+        return tuple(t for t, n in zip(times[1:], later, strict=True) for _ in range(n or 0))
+    return tuple(times[1:])
 
 
 def _spread(gaps: Sequence[float], counts: Sequence[int]) -> tuple[float, ...]:
