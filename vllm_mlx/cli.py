@@ -74,6 +74,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap the context window below the model's (tokens)")  # fmt: skip
     p.add_argument("--prefill-chunk-tokens", type=_positive_int, default=512,
                    help="prompt tokens per prefill forward pass (default 512)")  # fmt: skip
+    p.add_argument("--max-step-ms", type=_positive_float, default=None,
+                   help="while streams decode, keep each engine step (their decode pass plus "
+                        "prefill chunks of other prompts) under this many ms, by the step "
+                        "times measured so far (default: twice the decode pass)")  # fmt: skip
     g = p.add_argument_group("batching and KV cache")
     g.add_argument("--runtime-mode", choices=[m.value for m in RuntimeMode], default="auto",
                    help="simple: one request at a time; batched: continuous batching; "
@@ -121,6 +125,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             default_top_p=args.default_top_p,
             stream_interval=args.stream_interval,
             prefill_chunk_tokens=args.prefill_chunk_tokens,
+            max_step_ms=args.max_step_ms,
             effective_context_tokens=args.effective_context_tokens,
             runtime_mode=RuntimeMode.BATCHED
             if args.continuous_batching

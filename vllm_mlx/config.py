@@ -53,6 +53,7 @@ class EngineConfig:
     default_top_p: float | None = None  # applied when a request omits top_p
     stream_interval: int = 1  # tokens per streamed chunk
     prefill_chunk_tokens: int = 512  # tokens per step: decode rows plus one prefill chunk
+    max_step_ms: float | None = None  # step time while streams decode; None = 2 decode passes
     effective_context_tokens: int | None = None  # override of the model's context window
     runtime_mode: RuntimeMode = RuntimeMode.AUTO
     runtime_mode_threshold: int = 2  # in-flight requests at which auto batches

@@ -305,6 +305,13 @@ def test_status_shows_batched_mode_and_several_running(
         for req in snap["requests"]:
             assert req["phase"] in ("queued", "prefill", "generation"), req
             assert req["max_tokens"] == 200 and 0 <= req["generated_tokens"] <= 200, req
+            assert 0 <= req["computed_tokens"] <= req["prompt_tokens"] + req["generated_tokens"]
+            if req["generated_tokens"] >= 2:  # the latest gaps between its tokens
+                assert 0 < req["recent_itl_ms"] <= req["recent_itl_max_ms"], req
+            else:
+                assert req["recent_itl_ms"] is None, req
+    streaming = [r for s in busy for r in s["requests"] if r["generated_tokens"] >= 2]
+    assert streaming, "no snapshot caught a request mid-stream"
     assert max(s["runtime"]["active_concurrency"] for s in poller.snapshots) >= 2
     assert_pool_idle(batched.base_url)
 

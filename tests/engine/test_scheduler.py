@@ -12,7 +12,17 @@ from collections.abc import Sequence
 import pytest
 
 from vllm_mlx.engine.kv.manager import BlockTable, HitType, KVCacheManager, PrefixMatch
-from vllm_mlx.engine.scheduler import MAX_HOLD_STEPS, Phase, PrefillChunk, Scheduler, StepPlan
+from vllm_mlx.engine.scheduler import (
+    IDLE_STEP_S,
+    MAX_HOLD_STEPS,
+    MIN_CHUNK,
+    STARVE_STEPS,
+    Phase,
+    PrefillChunk,
+    Scheduler,
+    StepPlan,
+)
+from vllm_mlx.engine.step_cost import ChunkShape, StepCostModel
 
 BS = 16
 
@@ -48,10 +58,18 @@ class FakeEngine:
     """Applies plans like EngineCore._execute, over a token-per-slot fake KV store."""
 
     def __init__(
-        self, num_blocks: int, max_running: int = 4, token_budget: int = 512, burst_factor: int = 4
+        self,
+        num_blocks: int,
+        max_running: int = 4,
+        token_budget: int = 512,
+        burst_factor: int = 4,
+        cost: StepCostModel | None = None,
+        max_step_s: float | None = None,
     ) -> None:
         self.kv = KVCacheManager(num_blocks, BS)
-        self.sched: Scheduler[FakeSeq] = Scheduler(self.kv, max_running, token_budget, burst_factor)
+        self.sched: Scheduler[FakeSeq] = Scheduler(
+            self.kv, max_running, token_budget, burst_factor, cost, max_step_s
+        )
         self.store: list[int | None] = [None] * (num_blocks * BS)
         self.done: list[FakeSeq] = []
         self.overflowed: list[FakeSeq] = []
@@ -531,3 +549,97 @@ def test_a_shared_prefix_burst_starts_decoding_together() -> None:
     assert len(set(first_token_step.values())) == 1, first_token_step
     assert all(s.match is not None and s.match.num_tokens >= 1008 for s in seqs[1:])
     eng.run()
+
+
+# -- time budgets (with a cost model) ---------------------------------------------
+
+
+def _prefill_cost(engine: FakeEngine, plan: StepPlan[FakeSeq]) -> float:
+    assert engine.sched.cost is not None
+    return engine.sched.cost.prefill_s([ChunkShape(c.start, c.length) for c in plan.prefills])
+
+
+def _decode_cost(engine: FakeEngine, plan: StepPlan[FakeSeq]) -> float:
+    assert engine.sched.cost is not None
+    context = sum(s.table.num_tokens for s in plan.decodes if s.table is not None)
+    return engine.sched.cost.decode_s(len(plan.decodes), context)
+
+
+def test_streams_keep_their_step_time_while_a_long_prompt_waits_its_turn() -> None:
+    """A long prompt beside decoding streams gets only what fits the step target,
+    in chunks that shrink as its context grows; alone, it gets full chunks."""
+    engine = FakeEngine(num_blocks=2000, max_running=8, cost=StepCostModel(), max_step_s=0.4)
+    chats = [engine.add(f"chat{i}", list(range(i, i + 40)), max_new=400) for i in range(4)]
+    while any(c.phase is not Phase.GENERATION for c in chats):
+        engine.step()
+    long = engine.add("long", [7 + i % 90 for i in range(6000)], max_new=2)
+    chunks = []
+    while long.phase in (Phase.QUEUED, Phase.PREFILL) and len(chats[0].output) < 390:
+        plan = engine.step()
+        assert plan.decodes, "the streams decode every step"
+        starved = [c.length for c in plan.prefills] == [MIN_CHUNK]  # these may overrun
+        if plan.prefills and not starved:  # (rows have one more token than when planned)
+            assert _decode_cost(engine, plan) + _prefill_cost(engine, plan) <= 0.4 * 1.01
+        chunks += [c.length for c in plan.prefills]
+    assert chunks[0] > chunks[len(chunks) // 2] > 0  # deeper into the prompt: smaller
+    for c in chats:
+        engine.sched.remove(c.request_id)
+    plan = engine.step()
+    assert len(plan.prefills) == 1 and not plan.decodes
+    assert _prefill_cost(engine, plan) <= IDLE_STEP_S
+    assert plan.prefills[0].length > chunks[-1]  # nothing decoding: bigger chunks
+
+
+def test_a_short_prompt_beside_a_long_prefill_is_prefilled_next_step() -> None:
+    engine = FakeEngine(num_blocks=2000, cost=StepCostModel())
+    long = engine.add("long", [7 + i % 90 for i in range(6000)], max_new=2)
+    for _ in range(3):
+        plan = engine.step()
+        assert [c.seq for c in plan.prefills] == [long]
+        assert _prefill_cost(engine, plan) <= IDLE_STEP_S
+    short = engine.add("short", list(range(100, 210)), max_new=4)
+    plan = engine.step()
+    assert plan.prefills[0].seq is short and plan.prefills[0].length == 109  # first, whole
+    assert short in plan.decodes or short.phase is Phase.READY
+    assert _prefill_cost(engine, plan) <= IDLE_STEP_S
+    while long.phase is not Phase.GENERATION:  # its last chunk too: it is not a new prompt
+        plan = engine.step()
+        assert _prefill_cost(engine, plan) <= IDLE_STEP_S
+
+
+def test_a_prompt_too_costly_for_any_step_still_advances() -> None:
+    """Even when no chunk fits the target, a prompt gets MIN_CHUNK tokens at times."""
+    engine = FakeEngine(num_blocks=2000, cost=StepCostModel(), max_step_s=0.001)
+    engine.add("chat", list(range(40)), max_new=10_000)
+    engine.step()
+    engine.step()
+    long = engine.add("long", [7 + i % 90 for i in range(3000)], max_new=2)
+    got = []
+    for _ in range(3 * STARVE_STEPS + 3):
+        got += [c.length for c in engine.step().prefills if c.seq is long]
+    assert got == [MIN_CHUNK] * len(got) and 2 <= len(got) <= 4
+
+
+def test_a_burst_that_outnumbers_the_streams_prefills_at_once() -> None:
+    """New prompts outnumbering the running streams finish in one step, over the target."""
+    engine = FakeEngine(num_blocks=2000, max_running=16, cost=StepCostModel(), max_step_s=0.2)
+    engine.add("first", list(range(60)), max_new=50)
+    engine.step()
+    burst = [engine.add(f"b{i}", list(range(i, i + 60)), max_new=5) for i in range(12)]
+    plan = engine.step()
+    assert {c.seq.request_id for c in plan.prefills} == {s.request_id for s in burst}
+    assert _prefill_cost(engine, plan) > 0.2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_randomized_load_with_time_budgets_finishes_correctly(seed: int) -> None:
+    rng = random.Random(seed)
+    engine = FakeEngine(num_blocks=300, max_running=6, cost=StepCostModel(), max_step_s=0.15)
+    seqs = [
+        engine.add(f"r{i}", [rng.randrange(1, 50) for _ in range(rng.randrange(2, 900))], 8)
+        for i in range(24)
+    ]
+    engine.run()
+    assert sorted(s.request_id for s in engine.done) == sorted(s.request_id for s in seqs)
+    for seq in engine.done:
+        assert seq.output == seq.expected_output()

@@ -31,6 +31,7 @@ from vllm_mlx.engine.runtime import RuntimeModeController
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput, sample_rows
 from vllm_mlx.engine.scheduler import Phase, Scheduler, StepPlan
 from vllm_mlx.engine.sequence import EventSink, SampledToken, SequenceState, TextDecoder
+from vllm_mlx.engine.step_cost import ChunkShape, StepCostModel
 from vllm_mlx.engine.types import (
     CacheStats,
     EngineError,
@@ -51,6 +52,15 @@ _STATS_PERIOD_S = 0.1  # how stale /v1/status may be while requests run
 class _Submit:
     request: GenerationRequest
     sink: EventSink
+
+
+@dataclass(frozen=True)
+class _PassTiming:
+    """A decode pass in flight: when it was launched, over how many rows and tokens."""
+
+    launched: float
+    rows: int
+    context: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class EngineCore:
         # Events of a step are delivered after its stats are published, so a client
         # that sees its request finish never reads a /v1/status from before that.
         self._outbox: list[tuple[EventSink, EngineEvent]] = []
+        self._cost = StepCostModel()
+        self._last_pass: _PassTiming | None = None  # the decode pass in flight, untimed
 
     # -- public, thread-safe -------------------------------------------------
 
@@ -154,8 +166,13 @@ class EngineCore:
         self._kv: KVCacheManager = build_cache_manager(cache_cfg, self._runner.bytes_per_token())
         # The dense decode slots copy running sequences' KV: at most the pool's size again.
         self._runner.limit_decode_slots(self._kv.pool.num_blocks * cache_cfg.block_size)
+        step_ms = self._config.max_step_ms
         self._scheduler: Scheduler[SequenceState] = Scheduler(
-            self._kv, max_running=1, token_budget=self._config.prefill_chunk_tokens
+            self._kv,
+            max_running=1,
+            token_budget=self._config.prefill_chunk_tokens,
+            cost=self._cost,
+            max_step_s=step_ms / 1000 if step_ms is not None else None,
         )
         self._runtime = RuntimeModeController(self._config)
         tok = Tokenizer(self.loaded.tokenizer, self.loaded.eos_token_ids)
@@ -289,7 +306,11 @@ class EngineCore:
             assert table is not None
             tokens = chunk.seq.tokens[chunk.start : chunk.start + chunk.length]
             spans.append(PrefillSpan(tokens, table.block_ids, chunk.start))
-        self._runner.prefill_batch(spans)
+        if spans:
+            start = time.perf_counter()
+            self._runner.prefill_batch(spans)
+            shapes = [ChunkShape(c.start, c.length) for c in plan.prefills]
+            self._cost.observe_prefill(shapes, time.perf_counter() - start)
         for chunk in plan.prefills:
             seq, end = chunk.seq, chunk.start + chunk.length
             assert seq.table is not None
@@ -321,6 +342,8 @@ class EngineCore:
             if seq.pending is not None:
                 self._absorb(seq)
         mx.async_eval([a for out in outs for a in out.arrays()], self._runner.storage.state())
+        context = sum(len(seq.tokens) for seq in rows)
+        self._last_pass = _PassTiming(time.perf_counter(), len(rows), context)
         for seq, out in zip(rows, outs, strict=True):
             if not seq.finished:
                 seq.pending = out
@@ -338,7 +361,11 @@ class EngineCore:
         if seq.table is not None:  # a preempted sequence recomputes instead
             seq.num_computed = len(seq.tokens)
             self._kv.commit(seq.table, seq.tokens, len(seq.prompt))
-        seq.append(_read_back(out))
+        token = _read_back(out)  # waits for the pass in flight
+        if self._last_pass is not None:  # the first read-back times the pass for the scheduler
+            last, self._last_pass = self._last_pass, None
+            self._cost.observe_decode(last.rows, last.context, time.perf_counter() - last.launched)
+        seq.append(token)
         if seq.finished:
             self._scheduler.remove(seq.request_id)
             self._retire(seq)
@@ -430,6 +457,7 @@ def _status(seq: SequenceState) -> RequestStatus:
         ttft = seq.first_token_time - seq.arrival_time
         elapsed = now - seq.first_token_time
         tps = len(seq.output_ids) / elapsed if elapsed > 0 else None
+    itls = seq.recent_itls
     return RequestStatus(
         request_id=seq.request_id,
         phase=seq.phase.value if not seq.finished else Phase.GENERATION.value,
@@ -439,4 +467,8 @@ def _status(seq: SequenceState) -> RequestStatus:
         cache_hit_type=seq.hit_type,
         ttft_s=ttft,
         tokens_per_second=tps,
+        prompt_tokens=len(seq.prompt),
+        computed_tokens=seq.num_computed,
+        recent_itl_s=sum(itls) / len(itls) if itls else None,
+        recent_itl_max_s=max(itls) if itls else None,
     )

@@ -17,6 +17,16 @@ so the burst decodes as one full batch instead of trickling in at small batches
 while every step also carries a prefill. Streams see one longer stall instead of
 many: a long prompt alone still advances one chunk a step.
 
+With a cost model (engine.step_cost) the budget is also one of time. While
+streams decode, a step's prefill may take what is left of ``max_step_s`` (by
+default twice the decode pass) after the decode pass, and the prompts nearest to
+done go first: a long prompt's chunks shrink as its context grows, and a short
+prompt that arrives beside it is prefilled in the next steps. Only a burst of new
+prompts that outnumber the running streams may overrun it, with the chunks that
+prefill them whole. With nothing decoding, a step's prefill is kept near ``IDLE_STEP_S``
+so that new arrivals wait at most about that long. A prompt that gets no chunk
+for ``STARVE_STEPS`` steps gets ``MIN_CHUNK`` tokens regardless.
+
 A sequence's tokens are its prompt plus its output. All but the last are fed
 by prefill; the last is always the input of its next decode row.
 """
@@ -36,6 +46,7 @@ from vllm_mlx.engine.kv.manager import (
     PrefixMatch,
     common_prefix,
 )
+from vllm_mlx.engine.step_cost import ChunkShape, StepCostModel
 
 
 class Phase(StrEnum):
@@ -46,6 +57,10 @@ class Phase(StrEnum):
 
 
 MAX_HOLD_STEPS = 2  # steps a ready prompt may wait for its burst
+IDLE_STEP_S = 1.0  # prefill seconds per step while nothing decodes
+STEP_FACTOR = 2.0  # default step target: this many decode passes
+MIN_CHUNK = 16  # smaller chunks pay a forward's fixed cost for too little
+STARVE_STEPS = 32  # steps a prompt may go without a chunk
 
 
 class Schedulable(Protocol):
@@ -95,10 +110,15 @@ class Scheduler(Generic[S]):
         max_running: int = 1,
         token_budget: int = 512,
         burst_factor: int = 4,
+        cost: StepCostModel | None = None,
+        max_step_s: float | None = None,
     ) -> None:
         if max_running < 1 or token_budget < 1 or burst_factor < 1:
             raise ValueError("max_running, token_budget and burst_factor must be at least 1")
         self.kv = kv
+        self.cost = cost  # None: budgets in tokens only
+        self.max_step_s = max_step_s  # None: STEP_FACTOR decode passes
+        self._starved: dict[str, int] = {}  # prefilling sequence -> steps without a chunk
         self.max_running = max_running
         self.token_budget = token_budget  # tokens per step while streams run; also per chunk
         self.burst_budget = token_budget * burst_factor  # tokens per step in a burst
@@ -207,12 +227,17 @@ class Scheduler(Generic[S]):
         return -(-len(seq.tokens) // self.kv.block_size) - shared
 
     def _plan_prefills(self, plan: StepPlan[S]) -> None:
-        prefilling = sum(1 for s in self.running if s.phase is Phase.PREFILL)
-        burst = prefilling > min(len(plan.decodes), 1)
+        prefilling = [s for s in self.running if s.phase is Phase.PREFILL]
+        burst = len(prefilling) > min(len(plan.decodes), 1)
         budget = (self.burst_budget if burst else self.token_budget) - len(plan.decodes)
-        for seq in list(self.running):
-            if seq.phase is not Phase.PREFILL:
-                continue
+        seconds = self._prefill_seconds(plan)
+        if seconds is not None:  # nearest to done first
+            prefilling.sort(key=lambda s: len(s.tokens) - self._computed(s))
+        outnumbered = len(prefilling) > len(plan.decodes)
+        shapes: list[ChunkShape] = []
+        for seq in prefilling:
+            if budget <= 0:
+                break
             if seq.table is None:
                 if self._shares_pending_prefix(seq, plan):
                     continue  # start next step, when the shared blocks are cached
@@ -222,17 +247,50 @@ class Scheduler(Generic[S]):
                     seq.match = match
             remaining = len(seq.tokens) - 1 - seq.num_computed
             chunk = min(remaining, budget, self.token_budget)
+            whole = chunk == remaining and seq.num_computed == self._first_start(seq)
+            if seconds is not None and not (outnumbered and whole):
+                chunk = self._timed_chunk(seq, chunk, shapes, seconds)
             length = min(chunk, self._fits(seq.table, remaining))
             if length > 0:
                 plan.copies += self.kv.append_slots(seq.table, length)
                 plan.prefills.append(PrefillChunk(seq, seq.num_computed, length))
+                shapes.append(ChunkShape(seq.num_computed, length))
                 budget -= length
+                self._starved.pop(seq.request_id, None)
+            elif remaining > 0:
+                self._starved[seq.request_id] = self._starved.get(seq.request_id, 0) + 1
             if length == remaining:
                 seq.phase = Phase.READY
                 self._held[seq.request_id] = 0
-            if budget <= 0:
-                break
         self._start_ready(plan, burst)
+
+    @staticmethod
+    def _first_start(seq: S) -> int:
+        """Where a prompt's prefill began: after its prefix-cache hit."""
+        return seq.match.num_tokens if seq.match is not None else 0
+
+    def _prefill_seconds(self, plan: StepPlan[S]) -> float | None:
+        """Time this step's prefill may take; None without a cost model."""
+        if self.cost is None:
+            return None
+        if not plan.decodes:
+            return max(IDLE_STEP_S, self.max_step_s or 0.0)
+        context = sum(self._table(s).num_tokens for s in plan.decodes)
+        decode = self.cost.decode_s(len(plan.decodes), context)
+        target = self.max_step_s if self.max_step_s is not None else STEP_FACTOR * decode
+        return max(0.0, target - decode)
+
+    def _timed_chunk(self, seq: S, wanted: int, planned: list[ChunkShape], seconds: float) -> int:
+        """The part of ``wanted`` that fits the step's time; nothing if that is a sliver."""
+        assert self.cost is not None
+        if wanted <= 0:
+            return 0
+        fits = self.cost.max_tokens(planned, seq.num_computed, wanted, seconds)
+        if fits >= min(wanted, MIN_CHUNK):
+            return fits
+        if self._starved.get(seq.request_id, 0) >= STARVE_STEPS:
+            return min(wanted, MIN_CHUNK)
+        return 0
 
     def _burst_ends_next_step(self, plan: StepPlan[S]) -> bool:
         """Would every prompt still prefilling after this step finish in the next one?"""
@@ -296,6 +354,7 @@ class Scheduler(Generic[S]):
 
     def _release(self, seq: S) -> None:
         self._held.pop(seq.request_id, None)
+        self._starved.pop(seq.request_id, None)
         if seq.table is not None:
             self.kv.free(seq.table)
         seq.table = None

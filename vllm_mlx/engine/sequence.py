@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ from vllm_mlx.engine.types import (
 )
 
 EventSink = Callable[[EngineEvent], None]
+
+RECENT_TOKENS = 16  # inter-token latencies /v1/status reports per request
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class SequenceState:
         self._buf_ids: list[int] = []
         self._buf_logprobs: list[TokenLogprob] = []
         self.first_token_time: float | None = None
+        self.token_times: deque[float] = deque(maxlen=RECENT_TOKENS + 1)  # the latest ones
         self.arrival_time = request.arrival_time or time.monotonic()
 
     @property
@@ -96,13 +101,21 @@ class SequenceState:
         return min(self.match.num_tokens, len(self.prompt)) if self.match else 0
 
     @property
+    def recent_itls(self) -> list[float]:
+        """Seconds between each of the latest tokens and the one before it."""
+        times = list(self.token_times)
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    @property
     def hit_type(self) -> str:
         return self.match.hit_type.value if self.match else "miss"
 
     def append(self, sampled: SampledToken) -> None:
         """Record one generated token; emit a delta or the final event."""
+        now = time.monotonic()
         if self.first_token_time is None:
-            self.first_token_time = time.monotonic()
+            self.first_token_time = now
+        self.token_times.append(now)
         params = self.request.sampling
         tid = sampled.token_id
         self.output_ids.append(tid)

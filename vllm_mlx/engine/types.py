@@ -155,6 +155,10 @@ class RequestStatus:
     cache_hit_type: str = "miss"
     ttft_s: float | None = None
     tokens_per_second: float | None = None
+    prompt_tokens: int = 0
+    computed_tokens: int = 0  # tokens whose KV is cached: prefill progress
+    recent_itl_s: float | None = None  # mean gap between the latest tokens
+    recent_itl_max_s: float | None = None  # the longest of those gaps: a stall shows here
 
     @property
     def progress(self) -> float:

@@ -58,6 +58,10 @@ async def status(request: Request) -> dict[str, Any]:
                 "phase": r.phase,
                 "tokens_per_second": r.tokens_per_second,
                 "ttft_s": r.ttft_s,
+                "recent_itl_ms": _ms(r.recent_itl_s),
+                "recent_itl_max_ms": _ms(r.recent_itl_max_s),
+                "prompt_tokens": r.prompt_tokens,
+                "computed_tokens": r.computed_tokens,
                 "progress": round(r.progress, 4),
                 "cache_hit_type": r.cache_hit_type,
                 "cached_tokens": r.cached_tokens,
@@ -67,3 +71,7 @@ async def status(request: Request) -> dict[str, Any]:
             for r in stats.requests
         ],
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
