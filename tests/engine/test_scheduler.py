@@ -643,3 +643,16 @@ def test_randomized_load_with_time_budgets_finishes_correctly(seed: int) -> None
     assert sorted(s.request_id for s in engine.done) == sorted(s.request_id for s in seqs)
     for seq in engine.done:
         assert seq.output == seq.expected_output()
+
+
+def test_a_short_prompt_beside_many_streams_goes_in_whole() -> None:
+    """One short stall beats a prompt trickling in (or starving) over many steps."""
+    engine = FakeEngine(num_blocks=2000, max_running=16, cost=StepCostModel(), max_step_s=0.05)
+    for i in range(15):
+        engine.add(f"s{i}", list(range(i, i + 60)), max_new=50)
+    engine.step()
+    late = engine.add("late", list(range(500, 560)), max_new=5)
+    plan = engine.step()
+    assert len(plan.decodes) >= 15
+    assert [(c.seq, c.length) for c in plan.prefills] == [(late, 59)]
+    assert _prefill_cost(engine, plan) > 0.05  # over the target, once

@@ -21,10 +21,12 @@ With a cost model (engine.step_cost) the budget is also one of time. While
 streams decode, a step's prefill may take what is left of ``max_step_s`` (by
 default twice the decode pass) after the decode pass, and the prompts nearest to
 done go first: a long prompt's chunks shrink as its context grows, and a short
-prompt that arrives beside it is prefilled in the next steps. Only a burst of new
-prompts that outnumber the running streams may overrun it, with the chunks that
-prefill them whole. With nothing decoding, a step's prefill is kept near ``IDLE_STEP_S``
-so that new arrivals wait at most about that long. A prompt that gets no chunk
+prompt that arrives beside it is prefilled in the next steps. Only new prompts
+prefilled whole in one chunk may overrun it: those of a burst that outnumbers the
+running streams, and one whose prefill stalls the streams once for less than
+``IDLE_STEP_S`` (rather than in slivers over many steps). With nothing decoding,
+a step's prefill is kept near ``IDLE_STEP_S`` so that new arrivals wait at most
+about that long. A prompt that gets no chunk
 for ``STARVE_STEPS`` steps gets ``MIN_CHUNK`` tokens regardless.
 
 A sequence's tokens are its prompt plus its output. All but the last are fed
@@ -57,7 +59,7 @@ class Phase(StrEnum):
 
 
 MAX_HOLD_STEPS = 2  # steps a ready prompt may wait for its burst
-IDLE_STEP_S = 1.0  # prefill seconds per step while nothing decodes
+IDLE_STEP_S = 1.0  # prefill seconds per step while nothing decodes; a new prompt's stall
 STEP_FACTOR = 2.0  # default step target: this many decode passes
 MIN_CHUNK = 16  # smaller chunks pay a forward's fixed cost for too little
 STARVE_STEPS = 32  # steps a prompt may go without a chunk
@@ -247,8 +249,7 @@ class Scheduler(Generic[S]):
                     seq.match = match
             remaining = len(seq.tokens) - 1 - seq.num_computed
             chunk = min(remaining, budget, self.token_budget)
-            whole = chunk == remaining and seq.num_computed == self._first_start(seq)
-            if seconds is not None and not (outnumbered and whole):
+            if seconds is not None and not self._goes_whole(seq, chunk, shapes, outnumbered):
                 chunk = self._timed_chunk(seq, chunk, shapes, seconds)
             length = min(chunk, self._fits(seq.table, remaining))
             if length > 0:
@@ -264,10 +265,15 @@ class Scheduler(Generic[S]):
                 self._held[seq.request_id] = 0
         self._start_ready(plan, burst)
 
-    @staticmethod
-    def _first_start(seq: S) -> int:
-        """Where a prompt's prefill began: after its prefix-cache hit."""
-        return seq.match.num_tokens if seq.match is not None else 0
+    def _goes_whole(self, seq: S, chunk: int, planned: list[ChunkShape], outnumbered: bool) -> bool:
+        """A new prompt prefilled whole in this chunk, over the step's time budget:
+        one of a burst, or one whose whole prefill (with the step's) is a short stall."""
+        assert self.cost is not None
+        start = seq.match.num_tokens if seq.match is not None else 0
+        if chunk != len(seq.tokens) - 1 - seq.num_computed or seq.num_computed != start:
+            return False
+        cost = self.cost.prefill_s([*planned, ChunkShape(start, chunk)])
+        return outnumbered or cost <= IDLE_STEP_S
 
     def _prefill_seconds(self, plan: StepPlan[S]) -> float | None:
         """Time this step's prefill may take; None without a cost model."""
