@@ -25,7 +25,7 @@ from vllm_mlx.config import (
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
+    if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
@@ -37,9 +37,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 1-65535, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
-    if not 0.0 < value <= 1.0:
+    if not 0.0 < value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
@@ -49,7 +63,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="local MLX dir, .gguf file or HF repo id; omit for the embedded "
                         "SmolLM2-135M-Instruct")  # fmt: skip
     p.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     p.add_argument("--localhost", action="store_true", help="bind 127.0.0.1; overrides --host")
     p.add_argument("--served-model-name", default=None, help="model id shown by /v1/models")
     p.add_argument("--dtype", choices=[d.value for d in DType], default="auto",
@@ -62,9 +76,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="request timeout in seconds (default 300)")  # fmt: skip
     p.add_argument("--max-tokens", type=_positive_int, default=32768,
                    help="default max tokens when a request names none (default 32768)")  # fmt: skip
-    p.add_argument("--default-temperature", type=float, default=None,
+    p.add_argument("--default-temperature", type=_non_negative_float, default=None,
                    help="temperature when a request omits it (default: 1.0, OpenAI's)")  # fmt: skip
-    p.add_argument("--default-top-p", type=float, default=None,
+    p.add_argument("--default-top-p", type=_fraction, default=None,
                    help="top_p when a request omits it (default: 1.0)")  # fmt: skip
     p.add_argument("--stream-interval", type=_positive_int, default=1,
                    help="tokens per streamed chunk (default 1)")  # fmt: skip
@@ -172,19 +186,24 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
 
 
 def run_serve(config: ServerConfig) -> int:
-    import uvicorn
-
     from vllm_mlx.backend.loader import LoaderError, resolve_model
-    from vllm_mlx.server.app import create_app
+    from vllm_mlx.server.listen import ListenError, bind, serve
 
+    log = logging.getLogger(__name__)
+    try:
+        # The address first: a taken port is one line now, not after the model loads.
+        sock = bind(config.host, config.port)
+    except ListenError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         # Resolve (and import or download) up front, so a bad model id is one clear line.
         resolve_model(config.model.model)
     except LoaderError as exc:
-        logging.getLogger(__name__).error("%s", exc)
+        sock.close()
+        log.error("%s", exc)
         return 2
-    app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+    serve(config, sock)
     return 0
 
 

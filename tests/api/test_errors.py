@@ -275,4 +275,5 @@ def test_handler_unexpected_error_hides_details(
     assert r.status_code == 500
     assert r.json()["error"]["message"] == "internal server error"
     assert "secret" not in r.text
-    assert "unhandled error on /v1/boom" in caplog.text
+    logged = [r for r in caplog.records if "GET /v1/boom -> 500" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "ERROR" and logged[0].exc_info

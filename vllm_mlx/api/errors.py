@@ -122,7 +122,19 @@ def _is_anthropic(request: Request) -> bool:
     return request.url.path.startswith("/v1/messages")
 
 
-def error_response(request: Request, error: APIError) -> JSONResponse:
+def error_response(
+    request: Request, error: APIError, cause: BaseException | None = None
+) -> JSONResponse:
+    """The protocol's error body; the refusal is logged once, with what the client is told
+    (never the request body or a key): INFO for a 4xx, ERROR for a 5xx (with the
+    traceback of an unexpected ``cause``)."""
+    request_id = getattr(request.state, "request_id", "-")
+    log.log(
+        logging.ERROR if error.status >= 500 else logging.INFO,
+        "request %s: %s %s -> %d %s: %s",
+        request_id, request.method, request.url.path, error.status, error.type.value,
+        error.message, exc_info=cause,
+    )  # fmt: skip
     body = error.anthropic_body() if _is_anthropic(request) else error.openai_body()
     return JSONResponse(body, status_code=error.status)
 
@@ -168,5 +180,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return error_response(request, APIError("internal server error", ErrorType.SERVER))
+        return error_response(request, APIError("internal server error", ErrorType.SERVER), exc)

@@ -26,8 +26,8 @@ prefilled whole in one chunk may overrun it: those of a burst that outnumbers th
 running streams, and one whose prefill stalls the streams once for less than
 ``IDLE_STEP_S`` (rather than in slivers over many steps). With nothing decoding,
 a step's prefill is kept near ``IDLE_STEP_S`` so that new arrivals wait at most
-about that long. A prompt that gets no chunk
-for ``STARVE_STEPS`` steps gets ``MIN_CHUNK`` tokens regardless.
+about that long. A prompt that gets no chunk for ``STARVE_STEPS`` steps gets
+``MIN_CHUNK`` tokens regardless.
 
 A sequence's tokens are its prompt plus its output. All but the last are fed
 by prefill; the last is always the input of its next decode row.
