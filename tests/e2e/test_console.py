@@ -48,6 +48,18 @@ def test_a_bad_number_is_a_usage_error(option: str, value: str) -> None:
     assert f"argument {option}" in out and "Traceback" not in out
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--timeout", "nan"), ("--status-interval", "nan"), ("--temperature", "nan")],
+)
+def test_bench_refuses_nan(option: str, value: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vllm_mlx", "bench", option, value],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "vllm-mlx bench: error:" in proc.stderr, proc.stderr
+
+
 def _busy_port() -> tuple[socket.socket, int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -51,9 +51,9 @@ class BenchConfig:
             raise ValueError("--prompt-tokens and --max-tokens must be >= 1")
         if self.warmup < 0:
             raise ValueError("--warmup must be >= 0")
-        if self.timeout <= 0:
+        if not self.timeout > 0:  # (nan too)
             raise ValueError("--timeout must be > 0")
-        if self.temperature < 0:
+        if not self.temperature >= 0:
             raise ValueError("--temperature must be >= 0")
         self._check_cache_options()
 
@@ -63,7 +63,7 @@ class BenchConfig:
             raise ValueError("--shared-prefix-tokens must be >= 0")
         if self.multi_turn < 1:
             raise ValueError("--multi-turn must be >= 1")
-        if self.status_interval <= 0:
+        if not self.status_interval > 0:
             raise ValueError("--status-interval must be > 0")
         if self.blocks_probe < 0:
             raise ValueError("--blocks-probe must be >= 0")
@@ -71,7 +71,7 @@ class BenchConfig:
             raise ValueError("--interference-probe must be >= 0")
         if self.long_prompt_tokens < 1:
             raise ValueError("--long-prompt-tokens must be >= 1")
-        if self.interference_delay < 0:
+        if not self.interference_delay >= 0:
             raise ValueError("--interference-delay must be >= 0")
         chosen = [
             name
