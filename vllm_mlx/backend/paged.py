@@ -194,8 +194,10 @@ class PagedKVStorage:
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
                 if pool is not None:
-                    rows = pool[:, :, src * bs : src * bs + num_tokens]
-                    # Evaluated first, so the update below can write the pool in place.
+                    # A gathered copy, evaluated first: the update below then writes the
+                    # pool in place. (A slice is a view of the pool's buffer, which would
+                    # make MLX copy the whole pool for each block copied.)
+                    rows = mx.take(pool, mx.arange(src * bs, src * bs + num_tokens), axis=2)
                     mx.eval(rows)
                     pool[:, :, dst * bs : dst * bs + num_tokens] = rows
                     pools[i] = pool
