@@ -44,7 +44,7 @@ from vllm_mlx.bench.config import BenchConfig
 from vllm_mlx.bench.prompts import make_prompts
 from vllm_mlx.bench.report import append_json
 from vllm_mlx.bench.runner import json_meta, log_failures, output_stream, run_requests
-from vllm_mlx.bench.stats import RequestRecord, percentile
+from vllm_mlx.bench.stats import RequestRecord, percentile, ratio, to_ms
 from vllm_mlx.bench.status import (
     ServerLevelStatus,
     StatusMonitor,
@@ -256,10 +256,6 @@ def itls_after(records: Sequence[RequestRecord], since: float) -> list[float]:
     ]
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None else value * 1000.0
-
-
 @dataclass(frozen=True)
 class InterferenceRequest:
     scenario: str
@@ -275,7 +271,7 @@ class InterferenceRequest:
     @classmethod
     def of(cls, scenario: str, role: str, index: int, r: RequestRecord) -> InterferenceRequest:
         return cls(
-            scenario, role, index, r.ok, r.error, _ms(r.ttft_s), r.prompt_tokens,
+            scenario, role, index, r.ok, r.error, to_ms(r.ttft_s), r.prompt_tokens,
             r.output_tokens, r.cached_tokens,
         )  # fmt: skip
 
@@ -312,7 +308,7 @@ class ScenarioStats:
 def scenario_stats(run: ScenarioRun) -> ScenarioStats:
     """The figures of one scenario (pure: times come from the records)."""
     ok = [r for r in run.chats if r.ok]
-    ttfts = tuple(_ms(r.ttft_s) if r.ok else None for r in run.chats)
+    ttfts = tuple(to_ms(r.ttft_s) if r.ok else None for r in run.chats)
     known = [t for t in ttfts if t is not None]
     itls = [v for r in ok for v in r.itl_s]
     offset = window = None
@@ -331,16 +327,16 @@ def scenario_stats(run: ScenarioRun) -> ScenarioStats:
         chat_ttft_ms=ttfts,
         chat_ttft_ms_max=max(known) if known else None,
         itl_count=len(itls),
-        itl_ms_p50=_ms(percentile(itls, 50)),
-        itl_ms_p95=_ms(percentile(itls, 95)),
+        itl_ms_p50=to_ms(percentile(itls, 50)),
+        itl_ms_p95=to_ms(percentile(itls, 95)),
         window_itl_count=None if window is None else len(window),
-        window_itl_ms_p50=None if window is None else _ms(percentile(window, 50)),
-        window_itl_ms_p95=None if window is None else _ms(percentile(window, 95)),
+        window_itl_ms_p50=None if window is None else to_ms(percentile(window, 50)),
+        window_itl_ms_p95=None if window is None else to_ms(percentile(window, 95)),
         long_ok=None if long is None else long.ok,
-        long_ttft_ms=None if long is None else _ms(long.ttft_s),
+        long_ttft_ms=None if long is None else to_ms(long.ttft_s),
         long_prompt_tokens=None if long is None else long.prompt_tokens,
         long_cached_tokens=None if long is None else long.cached_tokens,
-        long_offset_ms=_ms(offset),
+        long_offset_ms=to_ms(offset),
         long_done_before_chats=done_before,
     )
 
@@ -355,10 +351,6 @@ class Criterion:
     passed: bool | None  # None when an input is absent
 
 
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return None if num is None or not den else num / den
-
-
 def _check(value: float | None, limit: float) -> bool | None:
     return None if value is None else value <= limit
 
@@ -368,21 +360,21 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _long_criterion(name: str, where: str, stats: ScenarioStats, alone: float | None) -> Criterion:
-    ratio = _ratio(stats.long_ttft_ms, alone)
+    value = ratio(stats.long_ttft_ms, alone)
     return Criterion(
         name,
         f"long TTFT {where} / long TTFT alone",
-        f"{_num(stats.long_ttft_ms)} ms / {_num(alone)} ms = {_num(ratio, 2)}",
-        ratio,
+        f"{_num(stats.long_ttft_ms)} ms / {_num(alone)} ms = {_num(value, 2)}",
+        value,
         LONG_TTFT_RATIO_LIMIT,
-        _check(ratio, LONG_TTFT_RATIO_LIMIT),
+        _check(value, LONG_TTFT_RATIO_LIMIT),
     )
 
 
 def verdict(stats: Mapping[str, ScenarioStats]) -> tuple[Criterion, ...]:
     """Issue 16's acceptance criteria from the four scenarios' figures."""
     alone, during, after = stats[CHATS_ALONE], stats[LONG_DURING], stats[CHATS_AFTER]
-    itl = _ratio(during.window_itl_ms_p95, alone.itl_ms_p95)
+    itl = ratio(during.window_itl_ms_p95, alone.itl_ms_p95)
     slowest = after.chat_ttft_ms_max
     if after.chats_failed:
         slowest = None  # a chat without a first token cannot pass

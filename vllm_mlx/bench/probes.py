@@ -40,7 +40,7 @@ from vllm_mlx.bench.config import BenchConfig
 from vllm_mlx.bench.prompts import make_prompts
 from vllm_mlx.bench.report import append_json
 from vllm_mlx.bench.runner import json_meta, log_failures, output_stream
-from vllm_mlx.bench.stats import RequestRecord
+from vllm_mlx.bench.stats import RequestRecord, ratio, to_ms
 from vllm_mlx.bench.status import (
     ServerLevelStatus,
     StatusMonitor,
@@ -89,9 +89,8 @@ class ProbeRequest:
 
     @classmethod
     def of(cls, kind: str, round_no: int, record: RequestRecord) -> ProbeRequest:
-        ttft = None if record.ttft_s is None else record.ttft_s * 1000.0
         return cls(
-            kind, round_no, record.ok, record.error, ttft, record.prompt_tokens,
+            kind, round_no, record.ok, record.error, to_ms(record.ttft_s), record.prompt_tokens,
             record.output_tokens, record.cached_tokens,
         )  # fmt: skip
 
@@ -142,10 +141,6 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return None if num is None or not den else num / den
-
-
 def ttft_summary(requests: Sequence[ProbeRequest]) -> dict[str, Any]:
     """Median TTFT, prompt and cached tokens per kind, and the warm/cold, prefix/cold ratios."""
     summary: dict[str, Any] = {"rounds": max((r.round for r in requests), default=0)}
@@ -154,8 +149,8 @@ def ttft_summary(requests: Sequence[ProbeRequest]) -> dict[str, Any]:
         summary[f"{kind}_ttft_ms"] = _median([r.ttft_ms for r in group])
         summary[f"{kind}_prompt_tokens"] = _median([r.prompt_tokens for r in group])
         summary[f"{kind}_cached_tokens"] = _median([r.cached_tokens for r in group])
-    summary["warm_cold_ratio"] = _ratio(summary["warm_ttft_ms"], summary["cold_ttft_ms"])
-    summary["prefix_cold_ratio"] = _ratio(summary["prefix_ttft_ms"], summary["cold_ttft_ms"])
+    summary["warm_cold_ratio"] = ratio(summary["warm_ttft_ms"], summary["cold_ttft_ms"])
+    summary["prefix_cold_ratio"] = ratio(summary["prefix_ttft_ms"], summary["cold_ttft_ms"])
     return summary
 
 
@@ -253,10 +248,9 @@ def estimate_blocks(
     suffix_tokens = per_request - prefix_blocks * block_size
     suffix_blocks = math.ceil(suffix_tokens / block_size)
     expected = prefix_blocks + k * suffix_blocks
-    ratio = None if blocks_held is None or not expected else blocks_held / expected
     return BlocksEstimate(
         k, block_size, blocks_held, prefix, source, prefix_blocks, per_request,
-        suffix_tokens, suffix_blocks, expected, ratio,
+        suffix_tokens, suffix_blocks, expected, ratio(blocks_held, expected),
     )  # fmt: skip
 
 

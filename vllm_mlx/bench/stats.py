@@ -128,9 +128,8 @@ def chunk_itls(
     gaps = [b - a for a, b in itertools.pairwise(times)]
     if not gaps:
         return (), True
-    later = chunk_tokens[1:]
-    if all(n is not None for n in later):
-        counts = [n for n in later if n is not None]
+    counts = _known_counts(chunk_tokens)
+    if counts is not None:
         return _spread(gaps, counts), True
     if total_tokens is not None and total_tokens > len(times):
         per_chunk = (total_tokens - 1) / (len(times) - 1)
@@ -148,12 +147,19 @@ def chunk_itl_times(
     Aligned with ``chunk_itls(times, chunk_tokens, ...)[0]``: a chunk of k
     known tokens closes k values, otherwise each chunk after the first closes one.
     """
-    later = chunk_tokens[1:]
     if len(times) < 2:
         return ()
-    if all(n is not None for n in later):
-        return tuple(t for t, n in zip(times[1:], later, strict=True) for _ in range(n or 0))
-    return tuple(times[1:])
+    counts = _known_counts(chunk_tokens)
+    if counts is None:
+        return tuple(times[1:])
+    return tuple(t for t, n in zip(times[1:], counts, strict=True) for _ in range(n))
+
+
+def _known_counts(chunk_tokens: Sequence[int | None]) -> list[int] | None:
+    """Tokens of each chunk after the first, if the stream told every one of them."""
+    later = chunk_tokens[1:]
+    known = [n for n in later if n is not None]
+    return known if len(known) == len(later) else None
 
 
 def _spread(gaps: Sequence[float], counts: Sequence[int]) -> tuple[float, ...]:
@@ -165,8 +171,14 @@ def _spread(gaps: Sequence[float], counts: Sequence[int]) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _ms(value: float | None) -> float | None:
+def to_ms(value: float | None) -> float | None:
+    """Seconds as milliseconds; None stays None."""
     return None if value is None else value * 1000.0
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """num / den, or None when either is absent (or den is 0)."""
+    return None if num is None or not den else num / den
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -178,7 +190,7 @@ def _mean_cached(records: Sequence[RequestRecord]) -> float | None:
 
 
 def _ttft_p50(records: Sequence[RequestRecord]) -> float | None:
-    return _ms(percentile([r.ttft_s for r in records if r.ttft_s is not None], 50))
+    return to_ms(percentile([r.ttft_s for r in records if r.ttft_s is not None], 50))
 
 
 def cache_hit_rate(records: Sequence[RequestRecord]) -> float | None:
@@ -228,12 +240,12 @@ def summarize(
         output_tokens=output_tokens,
         output_tok_s=output_tokens * rate,
         request_s=len(ok) * rate,
-        ttft_ms_p50=_ms(percentile(ttfts, 50)),
-        ttft_ms_p95=_ms(percentile(ttfts, 95)),
-        itl_ms_p50=_ms(percentile(itls, 50)),
-        itl_ms_p95=_ms(percentile(itls, 95)),
+        ttft_ms_p50=to_ms(percentile(ttfts, 50)),
+        ttft_ms_p95=to_ms(percentile(ttfts, 95)),
+        itl_ms_p50=to_ms(percentile(itls, 50)),
+        itl_ms_p95=to_ms(percentile(itls, 95)),
         itl_basis="token" if all(r.itl_per_token for r in ok) else "chunk",
-        tpot_ms_p50=_ms(percentile(tpots, 50)),
+        tpot_ms_p50=to_ms(percentile(tpots, 50)),
         decode_tok_s_p50=percentile(decode, 50),
         mean_prompt_tokens=sum(prompts) / len(prompts) if prompts else None,
         mean_cached_tokens=_mean_cached(ok),
