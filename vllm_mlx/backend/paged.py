@@ -45,20 +45,11 @@ class BatchLayout:
     slots: SlotStep | None = None  # decode through the dense slots (backend.slots)
 
 
-def slot_layout(
-    block_tables: Sequence[Sequence[int]],
-    positions: Sequence[int],
-    block_size: int,
-    step: SlotStep,
-) -> BatchLayout:
-    """A decode pass over slots: rows in slot order, new tokens also written to the pool."""
-    write = [
-        pool_slot(table, pos, block_size)
-        for table, pos in zip(block_tables, positions, strict=True)
-    ]
-    write_slots = mx.array(write, dtype=mx.int32)
-    # Slot passes read no block table; the field holds the offsets only to be typed.
-    return BatchLayout(step.columns, write_slots, step.columns, None, step.mask, slots=step)
+def slot_layout(step: SlotStep) -> BatchLayout:
+    """A decode pass over slots: rows in slot order. It reads no block table and writes
+    no pool slot (new tokens reach the pool in bulk, see backend.slots); those fields
+    hold the columns only to be typed."""
+    return BatchLayout(step.columns, step.columns, step.columns, None, step.mask, slots=step)
 
 
 def build_layout(

@@ -132,7 +132,7 @@ class ModelRunner:
             self.storage.flush_slots()
             layout = build_layout(block_tables, positions, 1, self.block_size)
             return self._forward(ids[:, None], layout)[:, -1, :]
-        layout = slot_layout(block_tables, positions, self.block_size, step)
+        layout = slot_layout(step)
         fed = ids if step.feed is None else ids[step.feed]
         logits = self._forward(fed[:, None], layout)[:, -1, :]
         return logits if step.back is None else logits[step.back]
