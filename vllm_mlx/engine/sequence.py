@@ -103,8 +103,7 @@ class SequenceState:
     @property
     def recent_itls(self) -> list[float]:
         """Seconds between each of the latest tokens and the one before it."""
-        times = list(self.token_times)
-        return [b - a for a, b in itertools.pairwise(times)]
+        return [b - a for a, b in itertools.pairwise(self.token_times)]
 
     @property
     def hit_type(self) -> str:

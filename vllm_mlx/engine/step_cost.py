@@ -132,13 +132,12 @@ class StepCostModel:
     ) -> int:
         """The most of ``wanted`` tokens after ``start`` whose chunk keeps the step's
         prefill (with ``planned``) within ``seconds``; 0 if not even one fits."""
-        base = list(planned)
-        if self.prefill_s([*base, ChunkShape(start, 1)]) > seconds:
+        if self.prefill_s([*planned, ChunkShape(start, 1)]) > seconds:
             return 0
         lo, hi = 1, wanted  # cost grows with the tokens: bisect
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.prefill_s([*base, ChunkShape(start, mid)]) <= seconds:
+            if self.prefill_s([*planned, ChunkShape(start, mid)]) <= seconds:
                 lo = mid
             else:
                 hi = mid - 1
