@@ -16,8 +16,11 @@ from vllm_mlx.config import (
     CacheStrategy,
     DType,
     EngineConfig,
+    MemoryAction,
+    MemoryConfig,
     ModelConfig,
     PolicyConfig,
+    RepetitionPolicy,
     RuntimeMode,
     ServerConfig,
 )
@@ -55,6 +58,20 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 100.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a percentage in (0, 100], got {text}")
     return value
 
 
@@ -123,6 +140,36 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--max-thinking-tokens", type=_positive_int, default=None,
                    help="reasoning tokens before the rest is routed to content "
                         "(needs --reasoning-parser)")  # fmt: skip
+    c = p.add_argument_group("production controls")
+    c.add_argument("--rate-limit", type=_non_negative_int, default=0, metavar="N",
+                   help="requests per minute per client (API key, else address); "
+                        "0 = off")  # fmt: skip
+    c.add_argument("--max-queue", type=_positive_int, default=None, metavar="N",
+                   help="waiting requests before new ones get 503 "
+                        "(default: unbounded)")  # fmt: skip
+    c.add_argument("--max-request-mb", type=_positive_float, default=16.0, metavar="MB",
+                   help="largest request body in MB; larger gets 413 (default 16)")  # fmt: skip
+    c.add_argument("--shutdown-timeout", type=_non_negative_float, default=30.0, metavar="S",
+                   help="seconds running requests may finish after SIGTERM/SIGINT "
+                        "(default 30)")  # fmt: skip
+    c.add_argument("--repetition-policy", choices=[m.value for m in RepetitionPolicy],
+                   default="safe",
+                   help="stop looping output: safe (conservative), strict, or off "
+                        "(default safe)")  # fmt: skip
+    c.add_argument("--trust-requests-when-auth-disabled", action="store_true",
+                   help="honour repetition_policy_override from any client when there is no "
+                        "--api-key")  # fmt: skip
+    c.add_argument("--memory-warn-threshold", type=_percent, default=70.0, metavar="PCT",
+                   help="memory use (%% of system memory) that counts as elevated "
+                        "(default 70)")  # fmt: skip
+    c.add_argument("--memory-limit-threshold", type=_percent, default=85.0, metavar="PCT",
+                   help="memory use (%% of system memory) that is critical "
+                        "(default 85)")  # fmt: skip
+    c.add_argument("--memory-action", choices=[a.value for a in MemoryAction], default="warn",
+                   help="while critical: warn, reduce-context (halve max_tokens of new "
+                        "requests) or reject-new (503) (default warn)")  # fmt: skip
+    c.add_argument("--memory-monitor-interval", type=_positive_float, default=5.0, metavar="S",
+                   help="seconds between memory readings (default 5)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
 
@@ -159,8 +206,26 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             timeout_s=args.timeout,
             strict_model_id=args.strict_model_id,
             api_key=args.api_key or os.environ.get("VLLM_MLX_API_KEY") or None,
+            rate_limit_per_min=args.rate_limit,
+            repetition_policy=RepetitionPolicy(args.repetition_policy),
+            trust_requests_when_auth_disabled=args.trust_requests_when_auth_disabled,
+            memory=memory_config(args),
+            max_queue=args.max_queue,
+            max_request_mb=args.max_request_mb,
+            shutdown_timeout_s=args.shutdown_timeout,
         ),
         agent=agent_config(args),
+    )
+
+
+def memory_config(args: argparse.Namespace) -> MemoryConfig:
+    if args.memory_warn_threshold > args.memory_limit_threshold:
+        raise SystemExit("--memory-warn-threshold must not exceed --memory-limit-threshold")
+    return MemoryConfig(
+        warn_pct=args.memory_warn_threshold,
+        limit_pct=args.memory_limit_threshold,
+        action=MemoryAction(args.memory_action),
+        interval_s=args.memory_monitor_interval,
     )
 
 

@@ -61,14 +61,42 @@ class EngineConfig:
     cache: CacheConfig = CacheConfig()
 
 
+class RepetitionPolicy(StrEnum):
+    """How eagerly the engine stops a sequence that loops (engine/repetition.py)."""
+
+    SAFE = "safe"  # conservative: accidental degeneration only
+    STRICT = "strict"  # aggressive: may stop repetition the prompt asked for
+    OFF = "off"  # never intervene
+
+
+class MemoryAction(StrEnum):
+    """What the server does while memory pressure is critical."""
+
+    WARN = "warn"  # log on each transition, keep serving
+    REDUCE_CONTEXT = "reduce-context"  # halve max_tokens of new requests
+    REJECT_NEW = "reject-new"  # 503 for new inference requests
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    warn_pct: float = 70.0  # share of system memory at which pressure is elevated
+    limit_pct: float = 85.0  # share at which it is critical and the action applies
+    action: MemoryAction = MemoryAction.WARN
+    interval_s: float = 5.0  # seconds between readings
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    timeout_s: float = 300.0  # wall-clock limit of one request
+    timeout_s: float = 300.0  # wall-clock limit of one request, arrival to last token
     strict_model_id: bool = False  # unknown model ids are a 404 when set
-    api_key: str | None = None  # reported in capabilities; auth middleware arrives later
-    rate_limit_per_min: int = 0  # reported in capabilities; 0 = disabled
-    repetition_policy: str = "safe"  # default repetition detector mode
+    api_key: str | None = None  # required on every route but /health when set
+    rate_limit_per_min: int = 0  # requests per minute per client; 0 = disabled
+    repetition_policy: RepetitionPolicy = RepetitionPolicy.SAFE  # server default mode
     trust_requests_when_auth_disabled: bool = False  # allow request-level policy override
+    memory: MemoryConfig = MemoryConfig()
+    max_queue: int | None = None  # waiting requests before new ones get 503; None = unbounded
+    max_request_mb: float = 16.0  # larger request bodies get 413
+    shutdown_timeout_s: float = 30.0  # grace for running requests on SIGTERM / SIGINT
 
 
 @dataclass(frozen=True)
