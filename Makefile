@@ -1,4 +1,4 @@
-# Two entry points: `make serve` and `make test`. Both build .venv on first use.
+# Entry points: `make serve`, `make test` and `make fuzz`. Each builds .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,8 +6,9 @@ PORT ?= 8000
 MODEL ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
+FUZZ_ARGS ?=
 
-.PHONY: serve test test-fast lint blas install dev clean
+.PHONY: serve test test-fast fuzz lint blas install dev clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,11 @@ test: $(VENV)/.dev $(VENV)/.claude-code blas lint
 
 test-fast: $(VENV)/.dev blas
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# schemathesis on every route of a live tiny-model server (>= 2,000 requests, a few
+# minutes: not part of `test`, which runs a short version).
+fuzz: $(VENV)/.dev blas
+	$(BIN)/python scripts/fuzz.py $(FUZZ_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check vllm_mlx tests scripts

@@ -34,6 +34,9 @@ def summarize_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
     features = caps.get("features", {})
     limits = caps.get("limits", {})
     diagnostics = caps.get("diagnostics", {})
+    rate_limit = caps.get("rate_limit", {})
+    policies = caps.get("policies", {})
+    repetition = policies.get("repetition", {})
     return {
         "model": caps.get("model"),
         "supports_multimodal": any(v for k, v in modalities.items() if k != "text"),
@@ -47,6 +50,12 @@ def summarize_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
         "max_context_tokens": limits.get("max_context_tokens"),
         "effective_context_tokens": limits.get("effective_context_tokens"),
         "auth_required": bool(caps.get("auth", {}).get("enabled", False)),
-        "rate_limit_enabled": bool(caps.get("rate_limit", {}).get("enabled", False)),
+        "rate_limit_enabled": bool(rate_limit.get("enabled", False)),
+        "rate_limit_requests_per_minute": rate_limit.get("requests_per_minute", 0),
+        "repetition_default_mode": repetition.get("default_mode"),
+        "repetition_supported_modes": list(repetition.get("supported_modes", [])),
+        "repetition_request_override": repetition.get("request_override"),
+        "memory_action": policies.get("memory", {}).get("action"),
+        "max_queue": limits.get("max_queue"),
         "default_timeout_seconds": caps.get("defaults", {}).get("timeout_seconds"),
     }

@@ -269,7 +269,13 @@ def run_serve(config: ServerConfig) -> int:
         log.error("%s", exc)
         return 2
     serve(config, sock)
-    return 0
+    # Done and logged. The engine thread's MLX thread-locals are torn down after the
+    # thread has joined; when that overlaps interpreter finalization the process aborts
+    # ("terminate called without an active exception"), so leave without finalizing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

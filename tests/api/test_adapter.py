@@ -16,7 +16,7 @@ from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.openai import adapter
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
+from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig, RepetitionPolicy
 from vllm_mlx.engine.types import SamplingParams
 
 VOCAB = 100
@@ -385,3 +385,14 @@ def test_model_check() -> None:
         strict.check_model("gpt-4")
     assert info.value.status == 404
     assert "tiny" in info.value.message and "'gpt-4'" in info.value.message
+
+
+def test_generation_requests_carry_the_repetition_mode() -> None:
+    prepared, body = PreparedPrompt([[1] * 4]), completion(n=2)
+    ctx = make_ctx(policy=PolicyConfig(repetition_policy=RepetitionPolicy.OFF))
+    server = adapter.generation_requests("r", prepared, body, ctx, 8, None)
+    assert {r.repetition_policy for r in server} == {RepetitionPolicy.OFF}
+    chosen = adapter.generation_requests(
+        "r", prepared, body, ctx, 8, None, repetition=RepetitionPolicy.STRICT
+    )
+    assert {r.repetition_policy for r in chosen} == {RepetitionPolicy.STRICT}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.output import ToolMode
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
+from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig, RepetitionPolicy
 
 WEATHER = {
     "name": "get_weather",
@@ -500,3 +501,11 @@ def test_count_tokens_with_forced_tool_choice_needs_no_constraints() -> None:
 )
 def test_tool_input(arguments: str, expected: dict[str, Any]) -> None:
     assert adapter.tool_input(arguments) == expected
+
+
+def test_messages_use_the_server_repetition_mode() -> None:
+    assert gen({}).repetition_policy is RepetitionPolicy.SAFE
+    ctx = replace(make_ctx(), policy=PolicyConfig(repetition_policy=RepetitionPolicy.STRICT))
+    assert gen({"repetition_policy_override": "safe"}, ctx).repetition_policy is (
+        RepetitionPolicy.STRICT
+    )

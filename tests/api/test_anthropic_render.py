@@ -390,3 +390,25 @@ def test_stream_asks_the_engine_for_the_given_request() -> None:
 
     asyncio.run(drain())
     assert engine.requests == [REQUEST]
+
+
+# -- a loop stopped by the repetition detector ------------------------------------------
+
+LOOP = Finished(FinishReason.STOP, USAGE, None, "repetition_detected", "pattern_loop_len_2")
+
+
+def test_full_message_of_a_detected_loop_ends_the_turn() -> None:
+    body = full(["ab", "ab"], LOOP)
+    assert (body["stop_reason"], body["stop_sequence"]) == ("end_turn", None)
+    assert body["stop_reason_detail"] == "pattern_loop_len_2"
+    assert "stop_reason_detail" not in full(["a"])
+
+
+def test_stream_of_a_detected_loop_ends_the_turn() -> None:
+    delta = stream([*deltas(["ab", "ab"]), LOOP])[-2][1]["delta"]
+    assert delta == {
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "stop_reason_detail": "pattern_loop_len_2",
+    }
+    assert "stop_reason_detail" not in stream([*deltas(["a"]), DONE])[-2][1]["delta"]

@@ -252,3 +252,12 @@ def test_completion_shares_sampling_checks() -> None:
     assert "at most 4" in _error(completion, stop=["1", "2", "3", "4", "5"])
     with pytest.raises(ValidationError):
         completion(stream="true")
+
+
+@pytest.mark.parametrize("make", [chat, completion], ids=["chat", "completion"])
+def test_repetition_policy_override_values(make: Any) -> None:
+    assert make().repetition_policy_override is None
+    assert make(repetition_policy_override="strict").repetition_policy_override == "strict"
+    assert make(repetition_policy_override="safe").repetition_policy_override == "safe"
+    for bad in ("off", "STRICT", "", 1):
+        assert "repetition_policy_override" in _error(make, repetition_policy_override=bad)

@@ -392,3 +392,42 @@ def test_streamed_text_offset_is_cumulative() -> None:
     frames = _stream(script, TEXT, _opts(want_logprobs=True))
     chunks = [f for f in frames if isinstance(f, dict)]
     assert [c["choices"][0]["logprobs"]["text_offset"] for c in chunks[:2]] == [[0], [2]]
+
+
+# -- a loop stopped by the repetition detector ------------------------------------------
+
+LOOP = Finished(FinishReason.STOP, Usage(2, 8), None, "repetition_detected", "token_run_len_8")
+
+
+@pytest.mark.parametrize("meta", [CHAT, TEXT], ids=["chat", "completion"])
+def test_full_response_names_a_detected_loop(meta: ResponseMeta) -> None:
+    result = ChoiceResult("ab" * 4, [1] * 8, [], LOOP)
+    choice = render.full_response(meta, [result], 1, want_logprobs=False)["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["stop_reason"] == "repetition_detected"
+    assert choice["stop_reason_detail"] == "token_run_len_8"
+
+
+@pytest.mark.parametrize("meta", [CHAT, TEXT], ids=["chat", "completion"])
+def test_stream_names_a_detected_loop_on_the_final_chunk_only(meta: ResponseMeta) -> None:
+    script: dict[str, list[tuple[float, EngineEvent]]] = {
+        "r-0": [(0, TokenDelta("ab", (1,))), (0, LOOP)]
+    }
+    chunks = [f for f in _stream(script, meta, _opts()) if isinstance(f, dict)]
+    *earlier, last = [c["choices"][0] for c in chunks]
+    assert last["finish_reason"] == "stop"
+    assert (last["stop_reason"], last["stop_reason_detail"]) == (
+        "repetition_detected",
+        "token_run_len_8",
+    )
+    assert all("stop_reason" not in c and "stop_reason_detail" not in c for c in earlier)
+
+
+def test_other_stops_have_no_stop_reason_detail() -> None:
+    results = [
+        _result("a", FinishReason.STOP, Usage(1, 1), stop="\n"),
+        _result("b", FinishReason.STOP, Usage(1, 1)),
+    ]
+    with_stop, plain = render.full_response(CHAT, results, 1, False)["choices"]
+    assert with_stop["stop_reason"] == "\n" and "stop_reason_detail" not in with_stop
+    assert "stop_reason" not in plain and "stop_reason_detail" not in plain

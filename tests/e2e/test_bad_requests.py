@@ -91,6 +91,23 @@ CASES = [
     chat("stream_options_without_stream", stream_options={"include_usage": True}),
     chat("seed_string", seed="abc", param="seed"),
     chat("tools_not_list", tools="get_weather", param="tools"),
+    # Found by `make fuzz` (scripts/fuzz.py): each was a 500.
+    chat("template_kwargs_set_tools", chat_template_kwargs={"tools": []}, param="chat_template"),
+    chat("template_kwargs_set_messages", chat_template_kwargs={"messages": []}),
+    chat("template_kwargs_named_self", chat_template_kwargs={"self": 1}),
+    chat(
+        "tool_choice_function_not_object",
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        tool_choice={"type": "function", "function": "f"},
+        param="tool_choice",
+    ),
+    chat(
+        "tool_function_not_object",
+        tools=[{"type": "function", "function": "f"}],
+        tool_choice={"type": "function", "function": {"name": "f"}},
+        param="tool_choice",
+    ),
+    chat("repetition_penalty_denormal", repetition_penalty=5e-324, param="repetition_penalty"),
     completion("missing_prompt", prompt=_DROP, param="prompt"),
     completion("prompt_object", prompt={"text": "Hi"}, param="prompt"),
     completion("prompt_empty_list", prompt=[]),
@@ -101,6 +118,12 @@ CASES = [
     completion("temperature_string", temperature="warm", param="temperature"),
     completion("stop_ten_strings", stop=[f"s{i}" for i in range(10)], param="stop"),
     completion("n_zero", n=0, param="n"),
+    completion(
+        "repetition_penalty_denormal_logprobs",
+        repetition_penalty=5e-324,
+        logprobs=1,
+        param="repetition_penalty",
+    ),
     Bad(
         "form_encoded_body",
         CHAT,

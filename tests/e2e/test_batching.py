@@ -184,7 +184,8 @@ def test_sampling_params_are_per_request(
         "seeded": chat_body(STORY, max_tokens=48, temperature=1.0, seed=1234),
         "seeded_top_p": chat_body(CODE, max_tokens=48, temperature=0.8, top_p=0.9, seed=7),
         "top_k_1": chat_body(STORY, max_tokens=48, temperature=1.0, top_k=1),
-        "forced": chat_body(CAPITALS, max_tokens=12, logit_bias={str(token_id(" sea")): 100}),
+        # 6 tokens: the repetition detector (safe) would stop a run of 8.
+        "forced": chat_body(CAPITALS, max_tokens=6, logit_bias={str(token_id(" sea")): 100}),
         "short": chat_body(CAPITALS, max_tokens=3),
         "stop": chat_body(STORY, max_tokens=48, stop=[stop]),
         "penalized": chat_body(STORY, max_tokens=48, frequency_penalty=1.5, presence_penalty=1),
@@ -206,7 +207,7 @@ def test_sampling_params_are_per_request(
     assert serial["top_k_1"] == serial["greedy"]
     assert serial["seeded"][0] != greedy_text
     assert serial["seeded"][0] != serial["seeded_top_p"][0]
-    assert serial["forced"] == (" sea" * 12, "length", 12)
+    assert serial["forced"] == (" sea" * 6, "length", 6)
     assert serial["short"][1:] == ("length", 3)
     assert serial["stop"][:2] == (greedy_text[:cut], "stop")
     assert serial["penalized"][0] != greedy_text

@@ -12,7 +12,7 @@ import mlx.core as mx
 import pytest
 
 from vllm_mlx.backend.model import LoadedModel
-from vllm_mlx.config import EngineConfig
+from vllm_mlx.config import CacheConfig, EngineConfig, RuntimeMode
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.engine.types import (
     EngineError,
@@ -22,6 +22,8 @@ from vllm_mlx.engine.types import (
     Finished,
     FinishReason,
     GenerationRequest,
+    RequestObserver,
+    RequestRecord,
     SamplingParams,
     TokenDelta,
 )
@@ -55,9 +57,14 @@ def long_loader(tiny_llama_path: Path) -> Callable[[], LoadedModel]:
     return _make_loader(tiny_llama_path, LONG_CONTEXT)
 
 
-def _serve(loader: Callable[[], LoadedModel], body: Body, **config: Any) -> None:
+def _serve(
+    loader: Callable[[], LoadedModel],
+    body: Body,
+    observer: RequestObserver | None = None,
+    **config: Any,
+) -> None:
     async def main() -> None:
-        client = EngineClient(loader, EngineConfig(**config))
+        client = EngineClient(loader, EngineConfig(**config), observer)
         loaded = await client.start()
         try:
             await body(client, loaded)
@@ -382,3 +389,63 @@ def test_bad_request_setup_fails_only_that_request(
         assert len(_ids(after)) == 3
 
     _serve(loader, body)
+
+
+def test_observer_gets_one_record_per_retired_sequence(loader: Callable[[], LoadedModel]) -> None:
+    records: list[RequestRecord] = []
+    finals: list[Finished | EngineError] = []
+
+    async def body(client: EngineClient, loaded: LoadedModel) -> None:
+        prompt = _prompt(loaded)
+        for rid, max_tokens in (("a", 5), ("b", 1)):
+            finals.append(
+                _final(await _events(client, _request(rid, prompt, max_tokens=max_tokens)))
+            )
+        late = GenerationRequest("t", tuple(prompt), SamplingParams(max_tokens=5), time.monotonic())
+        finals.append(_final(await _events(client, late)))
+        await _events(client, _request("empty", []))  # refused before it is a sequence
+
+    _serve(loader, body, observer=records.append)
+    assert [r.request_id for r in records] == ["a", "b", "t"]
+    for record, final in zip(records, finals, strict=True):
+        assert isinstance(final, Finished)
+        assert record.finish_reason is final.reason
+        usage = final.usage
+        assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        )
+        assert len(record.itls) == max(0, usage.completion_tokens - 1)
+        assert all(gap >= 0 for gap in record.itls)
+        assert record.arrival_time <= record.finish_time
+    a, b, t = records
+    assert (a.finish_reason, b.finish_reason, t.finish_reason) == (
+        FinishReason.LENGTH,
+        FinishReason.LENGTH,
+        FinishReason.TIMEOUT,
+    )
+    assert a.first_token_time is not None and a.ttft_s is not None
+    assert a.arrival_time <= a.first_token_time <= a.finish_time
+    assert t.first_token_time is None and t.ttft_s is None and t.itls == ()
+
+
+def test_preemptions_are_counted_and_recomputes_are_no_new_queries(
+    loader: Callable[[], LoadedModel],
+) -> None:
+    async def body(client: EngineClient, loaded: LoadedModel) -> None:
+        prompts = [_prompt(loaded, f"Story {i}: once upon a time") for i in range(4)]
+        # 16 blocks of 16 tokens hold 256; four sequences of ~110 tokens cannot all stay.
+        requests = [_request(f"p{i}", p, max_tokens=100) for i, p in enumerate(prompts)]
+        results = await asyncio.gather(*(_events(client, r) for r in requests))
+        finals = [_final(events) for events in results]
+        assert all(isinstance(f, Finished) and f.usage.completion_tokens == 100 for f in finals)
+        stats = await _stats_where(client, lambda s: s.total_requests_processed == 4)
+        assert stats.num_preemptions > 0
+        assert stats.cache.blocks_total == 16
+        assert stats.cache.query_tokens == sum(map(len, prompts))
+        cached = sum(f.usage.cached_tokens for f in finals if isinstance(f, Finished))
+        assert stats.cache.hit_tokens == cached
+
+    cache = CacheConfig(memory_percent=1e-9)  # the smallest pool: 16 blocks
+    _serve(loader, body, runtime_mode=RuntimeMode.BATCHED, cache=cache)

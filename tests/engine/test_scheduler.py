@@ -403,6 +403,7 @@ def test_preempted_sequence_may_rejoin_from_its_own_cached_blocks() -> None:
                 assert b.num_computed == b.match.num_tokens
         assert len(eng.plans) < 1000
     assert preemptions > 0
+    assert (eng.kv.queries, eng.kv.query_tokens) == (2, 80)  # recomputes are no new queries
     assert [s.request_id for s in eng.done] == ["a", "b"]
     assert a.output == a.expected_output()
     assert b.output == b.expected_output()

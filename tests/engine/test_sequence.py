@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from vllm_mlx.config import RepetitionPolicy
 from vllm_mlx.engine.sampling import RequestSampler
 from vllm_mlx.engine.sequence import SampledToken, SequenceState, TextDecoder
 from vllm_mlx.engine.types import (
+    REPETITION_DETECTED,
     EngineEvent,
     Finished,
     FinishReason,
@@ -68,11 +70,12 @@ def _seq(
     stream_interval: int = 1,
     context_length: int = 100,
     eos: frozenset[int] = frozenset({EOS}),
+    repetition: RepetitionPolicy = RepetitionPolicy.OFF,
     **params: object,
 ) -> tuple[SequenceState, Recorder]:
     params.setdefault("max_tokens", 50)
     sampling = SamplingParams(**params)  # type: ignore[arg-type]
-    request = GenerationRequest("r1", prompt, sampling)
+    request = GenerationRequest("r1", prompt, sampling, repetition_policy=repetition)
     sink = Recorder()
     sampler = RequestSampler(sampling, prompt, len(VOCAB))
     state = SequenceState(
@@ -258,6 +261,15 @@ def test_first_token_time_is_recorded() -> None:
     assert state.first_token_time is not None
 
 
+def test_every_inter_token_gap_is_kept() -> None:
+    state, _ = _seq(max_tokens=40)
+    state.token_times.extend(float(t * t) for t in range(30))  # gaps 1, 3, 5, ...
+    assert state.itls == tuple(float(2 * t + 1) for t in range(29))
+    assert state.recent_itls == [float(2 * t + 1) for t in range(13, 29)]  # the latest 16
+    _feed(state, [1, 2])
+    assert len(state.itls) == 31
+
+
 def test_each_delta_has_one_logprob_per_token() -> None:
     state, sink = _seq(logprobs=True)
     state.append(SampledToken(1, -0.5))
@@ -265,3 +277,51 @@ def test_each_delta_has_one_logprob_per_token() -> None:
     assert sink.finished.reason is FinishReason.STOP
     for delta in sink.deltas:
         assert len(delta.logprobs) == len(delta.token_ids)
+
+
+# ---------------------------------------------------------------------------
+# The repetition detector stops a looping sequence like a stop string would.
+
+
+@pytest.mark.parametrize("stream_interval", [1, 4])
+def test_safe_mode_stops_a_token_run(stream_interval: int) -> None:
+    state, sink = _seq(stream_interval=stream_interval, repetition=RepetitionPolicy.SAFE)
+    _feed(state, [1, *([6] * 8)])
+    assert state.finished and state.loop_trigger == "token_run_len_8"
+    assert sink.text == "Hello" + " more" * 8  # everything buffered is still sent
+    assert sink.finished == Finished(
+        FinishReason.STOP, Usage(len(PROMPT), 9), None, REPETITION_DETECTED, "token_run_len_8"
+    )
+
+
+def test_strict_mode_stops_a_pattern_loop() -> None:
+    state, sink = _seq(repetition=RepetitionPolicy.STRICT)
+    _feed(state, [1, *([2, 3] * 4)])
+    assert sink.text == "Hello" + " world!" * 4
+    assert sink.finished.reason is FinishReason.STOP
+    assert sink.finished.stop_reason == REPETITION_DETECTED
+    assert sink.finished.stop_reason_detail == "pattern_loop_len_2"
+
+
+def test_a_held_stop_prefix_is_released_when_a_loop_stops() -> None:
+    state, sink = _seq(repetition=RepetitionPolicy.STRICT, stop=(" more!",))
+    _feed(state, [6] * 4)
+    assert sink.text == " more" * 4
+    assert sink.finished.stop_sequence is None
+    assert sink.finished.stop_reason_detail == "token_run_len_4"
+
+
+@pytest.mark.parametrize("repetition", [RepetitionPolicy.OFF, None])
+def test_off_and_the_request_default_never_stop_a_loop(repetition: RepetitionPolicy | None) -> None:
+    mode = {"repetition": repetition} if repetition is not None else {}
+    state, sink = _seq(max_tokens=20, **mode)  # type: ignore[arg-type]
+    _feed(state, [6] * 20)
+    assert sink.finished.reason is FinishReason.LENGTH
+    assert sink.finished.stop_reason is None and sink.finished.stop_reason_detail is None
+    assert state.loop_trigger is None
+
+
+def test_other_stops_carry_no_stop_reason() -> None:
+    state, sink = _seq(repetition=RepetitionPolicy.STRICT, max_tokens=3)
+    _feed(state, [1, 2, 3])
+    assert sink.finished == Finished(FinishReason.LENGTH, Usage(len(PROMPT), 3))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import Request
 
@@ -32,6 +34,22 @@ class Notices:
             log.warning(message)
 
 
+@dataclass
+class OverrideCounters:
+    """repetition_policy_override outcomes since start (api/trust.py counts them)."""
+
+    accepted: int = 0  # honoured: the request was trusted
+    denied: int = 0  # ignored: the request was not trusted
+
+
+class PressureView(Protocol):
+    """What requests ask of the memory monitor (server/monitors/memory.py)."""
+
+    def max_tokens_factor(self) -> float: ...  # 0.5 while reduce-context is in force
+
+    def summary(self) -> dict[str, object]: ...
+
+
 @dataclass(frozen=True)
 class ServingContext:
     engine: EngineClient
@@ -44,6 +62,10 @@ class ServingContext:
     constraints: ConstraintBuilder | None = None  # None: structured output unavailable
     started_at: float = field(default_factory=time.time)
     notices: Notices = field(default_factory=Notices, compare=False)
+    bind_host: str = ""  # ServerConfig.host; "" (unknown) is never loopback
+    repetition_overrides: OverrideCounters = field(default_factory=OverrideCounters, compare=False)
+    memory: PressureView | None = None  # None: no monitor (in-process tests)
+    longest_token_chars: int | None = None  # the vocabulary's; None: no check before tokenizing
 
     @property
     def context_length(self) -> int:
@@ -62,13 +84,54 @@ class ServingContext:
     def deadline(self) -> float:
         return time.monotonic() + self.policy.timeout_s
 
+    def check_text_fits(self, text: str, param: str = "messages") -> None:
+        """Refuse, before tokenizing it, a text that cannot fit the window.
+
+        No token covers more than ``longest_token_chars`` characters, so the text has at
+        least ``len(text) / longest_token_chars`` tokens: a 30 MB message is refused at
+        once instead of after seconds of tokenizing.
+        """
+        if not self.longest_token_chars:
+            return
+        at_least = math.ceil(len(text) / self.longest_token_chars)
+        if at_least >= self.context_length:
+            raise InvalidRequest(
+                f"This model's maximum context length is {self.context_length} tokens, "
+                f"but the prompt has at least {at_least} tokens.",
+                param=param,
+                code="context_length_exceeded",
+            )
+
+    def max_tokens_factor(self) -> float:
+        """Read once per request: 0.5 while memory is critical under reduce-context."""
+        return self.memory.max_tokens_factor() if self.memory is not None else 1.0
+
     def resolve_max_tokens(
-        self, requested: int | None, prompt_tokens: int, ceiling: int | None = None
+        self,
+        requested: int | None,
+        prompt_tokens: int,
+        ceiling: int | None = None,
+        factor: float = 1.0,
     ) -> int:
         """An explicit max_tokens must fit the window; the default is clamped to it.
 
-        ``ceiling`` replaces the server default as the clamped budget.
+        ``ceiling`` replaces the server default as the clamped budget; ``factor`` (from
+        :meth:`max_tokens_factor`) scales the result under memory pressure, logged.
         """
+        budget = self._fit_max_tokens(requested, prompt_tokens, ceiling)
+        if factor >= 1.0:
+            return budget
+        reduced = max(1, int(budget * factor))
+        log.info(
+            "max_tokens %d -> %d: memory pressure is critical (--memory-action reduce-context)",
+            budget,
+            reduced,
+        )
+        return reduced
+
+    def _fit_max_tokens(
+        self, requested: int | None, prompt_tokens: int, ceiling: int | None
+    ) -> int:
         room = self.context_length - prompt_tokens
         if room <= 0:
             raise InvalidRequest(

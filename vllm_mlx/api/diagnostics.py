@@ -12,8 +12,13 @@ from vllm_mlx.api.context import ServingContext
 
 
 def diagnostics_body(
-    ctx: ServingContext, level: str, prompt_tokens: int, completion_tokens: int
+    ctx: ServingContext,
+    level: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    max_tokens_factor: float = 1.0,
 ) -> dict[str, Any]:
+    """``max_tokens_factor`` < 1: the request's max_tokens was cut under memory pressure."""
     window = ctx.context_length
     used = prompt_tokens + completion_tokens
     body: dict[str, Any] = {
@@ -26,6 +31,8 @@ def diagnostics_body(
         },
         "visual_load": {"images": 0, "image_tokens": 0},
     }
+    if max_tokens_factor < 1.0 and ctx.memory is not None:
+        body["memory"] = {**ctx.memory.summary(), "max_tokens_factor": max_tokens_factor}
     if level == "deep":
         stats = ctx.engine.stats()
         body["runtime"] = {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vllm_mlx.engine.types import EngineError, ErrorKind
@@ -50,6 +51,31 @@ _ANTHROPIC_TYPE = {
 }
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: ErrorType
+    param: str | None  # the offending request field, when one is to blame
+    code: str | None  # e.g. model_not_found, context_length_exceeded
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error answer of the OpenAI routes (and of the rest but /v1/messages)."""
+
+    error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str  # invalid_request_error, authentication_error, ..., api_error
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error answer of /v1/messages and /v1/messages/count_tokens."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
 class APIError(Exception):
     """Any error the API reports to a client."""
 
@@ -60,6 +86,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         status: int | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -67,22 +94,17 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.status = status if status is not None else _STATUS[type]
+        self.retry_after_s = retry_after_s  # sent as Retry-After (429, 503)
 
     def openai_body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type.value,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        detail = OpenAIErrorDetail(
+            message=self.message, type=self.type, param=self.param, code=self.code
+        )
+        return OpenAIErrorBody(error=detail).model_dump(mode="json")
 
     def anthropic_body(self) -> dict[str, Any]:
-        return {
-            "type": "error",
-            "error": {"type": _ANTHROPIC_TYPE[self.type], "message": self.message},
-        }
+        detail = AnthropicErrorDetail(type=_ANTHROPIC_TYPE[self.type], message=self.message)
+        return AnthropicErrorBody(error=detail).model_dump(mode="json")
 
 
 class InvalidRequest(APIError):
@@ -136,7 +158,8 @@ def error_response(
         error.message, exc_info=cause,
     )  # fmt: skip
     body = error.anthropic_body() if _is_anthropic(request) else error.openai_body()
-    return JSONResponse(body, status_code=error.status)
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def _is_field(loc: object) -> bool:

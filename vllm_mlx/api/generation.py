@@ -45,6 +45,7 @@ def prepared_chat(
 
     ``max_thinking_tokens`` is the request's thinking budget (the server's may be smaller).
     """
+    ctx.check_text_fits(text)
     return PreparedPrompt(
         [ctx.tokenizer.encode(text, add_special_tokens=False)],
         tuple(processors),

@@ -8,15 +8,24 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from vllm_mlx.api.context import ServingContext, serving
+from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.openai import protocol
+from vllm_mlx.api.openapi import response_docs
+from vllm_mlx.api.schemas import Capabilities, Health, ModelList
 
 router = APIRouter()
 
-REPETITION_MODES = ["safe", "strict"]
+REPETITION_MODES = ["safe", "strict"]  # detector modes; --repetition-policy also takes off
 DIAGNOSTIC_LEVELS = ["basic", "deep"]
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={
+        200: {"model": Health},
+        503: {"model": Health, "description": "Loading, unhealthy or draining"},
+    },
+)
 async def health(request: Request) -> JSONResponse:
     ctx: ServingContext | None = getattr(request.app.state, "serving", None)
     if ctx is None:
@@ -24,10 +33,17 @@ async def health(request: Request) -> JSONResponse:
     if not ctx.engine.alive:
         body = {"status": "unhealthy", "model_loaded": True, "error": "engine stopped"}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "healthy", "model_loaded": True, "model": ctx.model_id})
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:  # out of the load balancer's rotation
+        body = {"status": "draining", "model_loaded": True, "model": ctx.model_id}
+        return JSONResponse(body, status_code=503)
+    body = {"status": "healthy", "model_loaded": True, "model": ctx.model_id}
+    if ctx.memory is not None:
+        body["memory_pressure"] = ctx.memory.summary()["pressure"]
+    return JSONResponse(body)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, responses=response_docs(ModelList, OpenAIErrorBody))
 async def models(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     created = int(ctx.started_at)
@@ -49,7 +65,7 @@ async def models(request: Request) -> dict[str, Any]:
 def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, Any]:
     policy, engine = ctx.policy, ctx.engine_config
     override = "trusted-only"
-    if policy.api_key is None and policy.trust_requests_when_auth_disabled:
+    if not policy.api_key and policy.trust_requests_when_auth_disabled:
         override = "allowed"
     return {
         "object": "capabilities",
@@ -91,13 +107,23 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
             "max_n": protocol.MAX_N,
             "max_stop_sequences": protocol.MAX_STOP_SEQUENCES,
             "max_top_logprobs": protocol.MAX_TOP_LOGPROBS,
+            "max_queue": policy.max_queue,
+            "max_request_bytes": int(policy.max_request_mb * 2**20),
+            "timeout_seconds": policy.timeout_s,
         },
         "policies": {
             "repetition": {
                 "default_mode": policy.repetition_policy,
                 "supported_modes": REPETITION_MODES,
                 "request_override": override,
-            }
+            },
+            "memory": {
+                "action": policy.memory.action.value,
+                "warn_threshold_percent": policy.memory.warn_pct,
+                "limit_threshold_percent": policy.memory.limit_pct,
+                "monitor_interval_seconds": policy.memory.interval_s,
+            },
+            "shutdown_timeout_seconds": policy.shutdown_timeout_s,
         },
         "auth": {"enabled": policy.api_key is not None, "schemes": ["bearer", "x-api-key"]},
         "rate_limit": {
@@ -114,7 +140,11 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
     }
 
 
-@router.get("/v1/capabilities")
+@router.get(
+    "/v1/capabilities",
+    response_model=None,
+    responses=response_docs(Capabilities, OpenAIErrorBody),
+)
 async def capabilities(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     return capabilities_body(ctx, request.app.state.device)

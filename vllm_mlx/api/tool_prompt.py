@@ -195,9 +195,13 @@ def render_with_tools(
     tokenizer: Tokenizer,
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None,
+    /,
     **template_kwargs: Any,
 ) -> str:
-    """The chat template's rendering, with tools inlined where the template ignores them."""
+    """The chat template's rendering, with tools inlined where the template ignores them.
+
+    The arguments before ``/`` are positional: a template kwarg may share their names.
+    """
     if not tokenizer.template_knows_tools and (tools or _has_tool_turns(messages)):
         messages, tools = inline_tools(messages, tools), None
     return tokenizer.render_chat(messages, tools=tools, **template_kwargs)

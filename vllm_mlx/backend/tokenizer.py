@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 
@@ -32,6 +33,20 @@ class Tokenizer:
             return str(self._fast.decode(list(ids), skip_special_tokens=skip_special_tokens))
         return str(self._hf.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
+    @cached_property
+    def longest_token_chars(self) -> int | None:
+        """Characters of the vocabulary's longest token (None: the vocabulary is unknown).
+
+        No token covers more characters of a text than this, so ``len(text) / longest``
+        is a lower bound on its token count (unless a normalizer deletes characters,
+        which chat tokenizers do not). Byte-level vocabularies spell each byte as one
+        character and byte-fallback pieces (``<0x0A>``) are longer than their byte: the
+        bound only gets looser.
+        """
+        get_vocab = getattr(self._hf, "get_vocab", None)
+        vocab = get_vocab() if callable(get_vocab) else None
+        return max(map(len, vocab)) if vocab else None
+
     @property
     def special_tokens(self) -> list[str]:
         """Text of every special token, to scrub them from content."""
@@ -44,11 +59,13 @@ class Tokenizer:
     def render_chat(
         self,
         messages: list[dict[str, Any]],
+        /,
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         **template_kwargs: Any,
     ) -> str:
-        """Render a conversation with the model's chat template."""
+        """Render a conversation with the model's chat template (``template_kwargs``
+        reach the template; positional ``messages`` keeps any name free for them)."""
         if not self.has_chat_template:
             return _plain_transcript(messages, add_generation_prompt)
         try:

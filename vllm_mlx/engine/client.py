@@ -8,14 +8,27 @@ from collections.abc import AsyncIterator, Callable
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.core import EngineCore
-from vllm_mlx.engine.types import EngineError, EngineEvent, EngineStats, Finished, GenerationRequest
+from vllm_mlx.engine.types import (
+    EngineError,
+    EngineEvent,
+    EngineStats,
+    Finished,
+    GenerationRequest,
+    RequestObserver,
+)
 
 
 class EngineClient:
     """Submit requests and consume their events from the asyncio side."""
 
-    def __init__(self, load: Callable[[], LoadedModel], config: EngineConfig) -> None:
-        self._core = EngineCore(load, config)
+    def __init__(
+        self,
+        load: Callable[[], LoadedModel],
+        config: EngineConfig,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        """``observer`` is called on the engine thread once per retired sequence."""
+        self._core = EngineCore(load, config, observer)
 
     async def start(self) -> LoadedModel:
         """Start the engine thread and wait for the model to load."""
@@ -53,3 +66,6 @@ class EngineClient:
 
     def abort(self, request_id: str) -> None:
         self._core.abort(request_id)
+
+    def fail_all(self, message: str) -> None:
+        self._core.fail_all(message)

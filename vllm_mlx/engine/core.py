@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 
@@ -27,6 +27,7 @@ from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.kv_sizing import build_cache_manager
+from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.runtime import RuntimeModeController
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput, sample_rows
 from vllm_mlx.engine.scheduler import Phase, Scheduler, StepPlan
@@ -40,6 +41,8 @@ from vllm_mlx.engine.types import (
     ErrorKind,
     FinishReason,
     GenerationRequest,
+    RequestObserver,
+    RequestRecord,
     RequestStatus,
 )
 
@@ -68,15 +71,27 @@ class _Abort:
     request_id: str
 
 
-_Command = _Submit | _Abort | None  # None stops the thread
+@dataclass(frozen=True)
+class _FailAll:
+    message: str
+
+
+_Command = _Submit | _Abort | _FailAll | None  # None stops the thread
 
 
 class EngineCore:
     """Owns the model, the KV cache and the step loop; runs on its own thread."""
 
-    def __init__(self, load: Callable[[], LoadedModel], config: EngineConfig) -> None:
+    def __init__(
+        self,
+        load: Callable[[], LoadedModel],
+        config: EngineConfig,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        """``observer`` gets a :class:`RequestRecord` per retired sequence, on this thread."""
         self._load = load
         self._config = config
+        self._observer = observer
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vllm-mlx-engine", daemon=True)
@@ -89,6 +104,8 @@ class EngineCore:
         self._done_requests = 0
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._interventions = dict.fromkeys(INTERVENING_MODES, 0)  # loops stopped, by mode
+        self._preemptions = 0
         self._stats_time = 0.0
         # Events of a step are delivered after its stats are published, so a client
         # that sees its request finish never reads a /v1/status from before that.
@@ -118,10 +135,16 @@ class EngineCore:
         if not self.alive:
             sink(EngineError(ErrorKind.INTERNAL, "the engine is not running"))
             return
+        if not request.arrival_time:  # now, not when a busy step lets the thread accept it
+            request = replace(request, arrival_time=time.monotonic())
         self._inbox.put(_Submit(request, sink))
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
+
+    def fail_all(self, message: str) -> None:
+        """End every queued and running request with an OVERLOADED error (shutdown)."""
+        self._inbox.put(_FailAll(message))
 
     def stop(self, timeout: float = 10.0) -> None:
         self._inbox.put(None)
@@ -200,6 +223,11 @@ class EngineCore:
                 return False
             if isinstance(cmd, _Submit):
                 self._accept_safely(cmd)
+            elif isinstance(cmd, _FailAll):
+                self._settle()  # nothing left in flight for the sequences about to go
+                for seq in list(self._scheduler.all()):
+                    self._scheduler.remove(seq.request_id)
+                    self._fail(seq, ErrorKind.OVERLOADED, cmd.message)
             else:
                 self._finish(cmd.request_id, FinishReason.ABORT)
             try:
@@ -269,6 +297,7 @@ class EngineCore:
             return
         for seq in plan.overflowed:
             self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
+        self._preemptions += len(plan.preempted)
         for seq in plan.preempted:
             log.info("preempted %s (KV cache full); it will be recomputed", seq.request_id)
         start = time.perf_counter()
@@ -366,6 +395,8 @@ class EngineCore:
             last, self._last_pass = self._last_pass, None
             self._cost.observe_decode(last.rows, last.context, time.perf_counter() - last.launched)
         seq.append(token)
+        if len(seq.output_ids) == 1:
+            self._stats_time = 0.0  # a streamed first token is in /v1/status before it leaves
         if seq.finished:
             self._scheduler.remove(seq.request_id)
             self._retire(seq)
@@ -391,7 +422,18 @@ class EngineCore:
         self._done_requests += 1
         self._prompt_tokens += len(seq.prompt)
         self._completion_tokens += len(seq.output_ids)
+        if seq.loop_trigger is not None:
+            mode = seq.request.repetition_policy.value
+            log.info(
+                "request %s: loop stopped (%s, %s mode)", seq.request_id, seq.loop_trigger, mode
+            )
+            self._interventions[mode] = self._interventions.get(mode, 0) + 1
         self._stats_time = 0.0  # publish at the end of this step, throttle or not
+        if self._observer is not None:
+            try:
+                self._observer(_record(seq))
+            except Exception:  # foreign code on the engine thread: log it, keep serving
+                log.exception("the request observer failed on %s", seq.request_id)
 
     def _shutdown(self) -> None:
         for seq in list(self._scheduler.all()):
@@ -418,10 +460,12 @@ class EngineCore:
             total_requests_processed=self._done_requests,
             total_prompt_tokens=self._prompt_tokens,
             total_completion_tokens=self._completion_tokens,
+            num_preemptions=self._preemptions,
             active_memory_bytes=mem.active_bytes,
             peak_memory_bytes=mem.peak_bytes,
             cache_memory_bytes=mem.cache_bytes,
             mode=self._runtime.mode_name(self._scheduler.max_running),
+            repetition_interventions=dict(self._interventions),
             cache=CacheStats(
                 strategy=self._config.cache.strategy.value,
                 block_size=self._kv.block_size,
@@ -430,6 +474,8 @@ class EngineCore:
                 blocks_used=pool.num_used,
                 blocks_cached=pool.num_cached,
                 hit_rate=self._kv.hit_rate,
+                query_tokens=self._kv.query_tokens,
+                hit_tokens=self._kv.hit_tokens,
                 storage_bytes=self._runner.storage.nbytes(),
             ),
             requests=tuple(_status(seq) for seq in self._scheduler.all()),
@@ -448,6 +494,20 @@ def _read_back(out: SampleOutput) -> SampledToken:
         logprobs: list[float] = out.top_logprobs[0].tolist()  # type: ignore[assignment]
         top = tuple(zip(ids, logprobs, strict=True))
     return SampledToken(token, float(out.logprob.item()), top)  # type: ignore[arg-type]
+
+
+def _record(seq: SequenceState) -> RequestRecord:
+    return RequestRecord(
+        request_id=seq.request_id,
+        finish_reason=seq.finish_reason,
+        prompt_tokens=len(seq.prompt),
+        completion_tokens=len(seq.output_ids),
+        cached_tokens=seq.cached_tokens,
+        arrival_time=seq.arrival_time,
+        first_token_time=seq.first_token_time,
+        finish_time=time.monotonic(),
+        itls=seq.itls,
+    )
 
 
 def _status(seq: SequenceState) -> RequestStatus:

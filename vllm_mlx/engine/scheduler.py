@@ -243,7 +243,7 @@ class Scheduler(Generic[S]):
             if seq.table is None:
                 if self._shares_pending_prefix(seq, plan):
                     continue  # start next step, when the shared blocks are cached
-                seq.table, match = self.kv.begin(seq.tokens)
+                seq.table, match = self.kv.begin(seq.tokens, recompute=seq.match is not None)
                 seq.num_computed = match.num_tokens
                 if seq.match is None:  # a recompute after preemption keeps the first hit
                     seq.match = match

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vllm_mlx.engine.detokenize import IncrementalDetokenizer
 from vllm_mlx.engine.kv.manager import BlockTable, PrefixMatch
+from vllm_mlx.engine.repetition import detector_for
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
 from vllm_mlx.engine.scheduler import Phase
 from vllm_mlx.engine.stop import StopStringMatcher
 from vllm_mlx.engine.types import (
+    REPETITION_DETECTED,
     EngineEvent,
     Finished,
     FinishReason,
@@ -73,18 +75,20 @@ class SequenceState:
         self.pending: SampleOutput | None = None  # sampled on the device, not read back yet
         self.finished = False
         self.finish_reason: FinishReason | None = None
+        self.loop_trigger: str | None = None  # set when the repetition detector stopped it
         self._decoder = decoder
         skip = request.skip_special_tokens
         self._decode = lambda ids: decoder.decode(ids, skip)
         self._detok = IncrementalDetokenizer(self._decode, request.prompt_token_ids)
         self._stops = StopStringMatcher(request.sampling.stop)
+        self._loops = detector_for(request.repetition_policy)
         self._stream_interval = max(1, stream_interval)
         self._context_length = context_length
         self._buf_text: list[str] = []
         self._buf_ids: list[int] = []
         self._buf_logprobs: list[TokenLogprob] = []
         self.first_token_time: float | None = None
-        self.token_times: deque[float] = deque(maxlen=RECENT_TOKENS + 1)  # the latest ones
+        self.token_times = array("d")  # time.monotonic() of every output token, 8 bytes each
         self.arrival_time = request.arrival_time or time.monotonic()
 
     @property
@@ -103,7 +107,13 @@ class SequenceState:
     @property
     def recent_itls(self) -> list[float]:
         """Seconds between each of the latest tokens and the one before it."""
-        return [b - a for a, b in itertools.pairwise(self.token_times)]
+        recent = self.token_times[-(RECENT_TOKENS + 1) :]
+        return [b - a for a, b in itertools.pairwise(recent)]
+
+    @property
+    def itls(self) -> tuple[float, ...]:
+        """Seconds between each output token and the one before it, all of them."""
+        return tuple(b - a for a, b in itertools.pairwise(self.token_times))
 
     @property
     def hit_type(self) -> str:
@@ -129,8 +139,12 @@ class SequenceState:
             self._buf_logprobs.append(self._logprob(sampled))
         result = self._stops.feed(self._detok.add(tid))
         self._buf_text.append(result.text)
+        loop = self._loops.feed(tid) if self._loops is not None else None
         if result.stop is not None:
             self.finish(FinishReason.STOP, stop_sequence=result.stop)
+        elif loop is not None:
+            self.loop_trigger = loop
+            self.finish(FinishReason.STOP)
         elif (
             len(self.output_ids) >= params.max_tokens
             or len(self.prompt) + len(self.output_ids) >= self._context_length
@@ -150,7 +164,8 @@ class SequenceState:
             self._buf_text.append(self._stops.flush())
         self._flush_delta()
         usage = Usage(len(self.prompt), len(self.output_ids), self.cached_tokens)
-        self.sink(Finished(reason, usage, stop_sequence))
+        because = REPETITION_DETECTED if self.loop_trigger is not None else None
+        self.sink(Finished(reason, usage, stop_sequence, because, self.loop_trigger))
 
     def _flush_delta(self) -> None:
         text = "".join(self._buf_text)

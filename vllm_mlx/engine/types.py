@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from vllm_mlx.config import RepetitionPolicy
+
 
 class FinishReason(StrEnum):
     STOP = "stop"  # EOS token, stop token id or stop string
@@ -60,6 +62,7 @@ class GenerationRequest:
     logits_processors: tuple[LogitsProcessorFactory, ...] = ()  # grammar masks etc.
     arrival_time: float = 0.0  # time.monotonic() at submission
     skip_special_tokens: bool = True  # False when a parser needs marker tokens as text
+    repetition_policy: RepetitionPolicy = RepetitionPolicy.OFF  # loop detector; adapters set it
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,16 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
 
 
+REPETITION_DETECTED = "repetition_detected"  # Finished.stop_reason of a detected loop
+
+
 @dataclass(frozen=True)
 class Finished:
     reason: FinishReason
     usage: Usage
     stop_sequence: str | None = None  # the stop string that matched, if any
+    stop_reason: str | None = None  # why a STOP came early: REPETITION_DETECTED, else None
+    stop_reason_detail: str | None = None  # the detector's trigger, e.g. "token_run_len_8"
 
 
 class ErrorKind(StrEnum):
@@ -124,6 +132,8 @@ class CacheStats:
     blocks_used: int = 0  # held by running sequences
     blocks_cached: int = 0  # indexed for prefix reuse (in use or not)
     hit_rate: float = 0.0  # share of prompt tokens served from the cache
+    query_tokens: int = 0  # prompt tokens looked up at first admission, cumulative
+    hit_tokens: int = 0  # of those, tokens served from the cache, cumulative
     storage_bytes: int = 0  # MLX memory of the KV pools
 
 
@@ -137,12 +147,41 @@ class EngineStats:
     total_requests_processed: int = 0
     total_prompt_tokens: int = 0
     total_completion_tokens: int = 0
+    num_preemptions: int = 0  # sequences requeued to recompute because the KV pool was full
     active_memory_bytes: int = 0  # MLX memory on the device that runs the model
     peak_memory_bytes: int = 0
     cache_memory_bytes: int = 0
     mode: str = "simple"  # runtime mode in effect: simple or batched
+    repetition_interventions: dict[str, int] = field(default_factory=dict)  # loops stopped, by mode
     cache: CacheStats = field(default_factory=CacheStats)
     requests: tuple[RequestStatus, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One sequence's life, given to the engine's observer when it retires."""
+
+    request_id: str
+    finish_reason: FinishReason | None  # None: it ended with an EngineError
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens served from the prefix cache at admission
+    arrival_time: float  # time.monotonic() at submission
+    first_token_time: float | None  # None when no token was generated
+    finish_time: float  # time.monotonic() at retirement
+    itls: tuple[float, ...]  # seconds between consecutive output tokens (one fewer than them)
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def e2e_s(self) -> float:
+        return self.finish_time - self.arrival_time
+
+
+# Called on the engine thread once per retired sequence; it must be quick and not block.
+RequestObserver = Callable[[RequestRecord], None]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,15 +18,21 @@ from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import install_error_handlers
 from vllm_mlx.api.openai import routes as openai_routes
+from vllm_mlx.api.openapi import install_openapi
 from vllm_mlx.backend.memory import device_info
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import ServerConfig
 from vllm_mlx.engine.client import EngineClient
+from vllm_mlx.server.drain import Drain
+from vllm_mlx.server.middleware.admission import AdmissionMiddleware, Gate, queue_gate
 from vllm_mlx.server.middleware.auth import APIKeyMiddleware
+from vllm_mlx.server.middleware.body_limit import BodyLimitMiddleware
 from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter, ConcurrencyMiddleware
+from vllm_mlx.server.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from vllm_mlx.server.middleware.request_id import RequestIdMiddleware
-from vllm_mlx.server.monitors import status
+from vllm_mlx.server.monitors import metrics, status
+from vllm_mlx.server.monitors.memory import MemoryMonitor, process_usage
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,9 @@ def default_loader(config: ServerConfig) -> Loader:
 
 def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     """Build the app; the model loads in the engine thread during startup."""
-    engine = EngineClient(load or default_loader(config), config.engine)
+    server_metrics = metrics.ServerMetrics()
+    engine = EngineClient(load or default_loader(config), config.engine, server_metrics.observe)
+    memory = MemoryMonitor(config.policy.memory, process_usage(lambda: _device_bytes(engine)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,22 +65,65 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
             policy=config.policy,
             agent=config.agent,
             constraints=ConstraintBuilder(tokenizer, loaded.vocab_size),
+            memory=memory,
+            bind_host=config.host,
+            longest_token_chars=tokenizer.longest_token_chars,
+        )
+        serving = app.state.serving
+        server_metrics.bind(
+            metrics.Binding(serving.model_id, serving.context_length, engine.stats, app.state)
         )
         log.info("serving %s (context %d tokens)", loaded.model_id, loaded.context_length)
+        memory.sample()  # /v1/status and the gates have a reading from the first request
+        monitor = asyncio.create_task(memory.run(), name="memory-monitor")
         try:
             yield
         finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
             await engine.stop()
 
     app = FastAPI(title="vllm-mlx", version=__version__, lifespan=lifespan)
     app.state.concurrency = ConcurrencyCounter()
+    app.state.metrics = server_metrics
+    app.state.memory_monitor = memory
+    app.state.drain = Drain()
+    per_min = config.policy.rate_limit_per_min
+    limiter = RateLimiter(per_min) if per_min > 0 else None
+    app.state.rate_limiter = limiter  # None when off; the metrics read .refused
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(system.router)
     app.include_router(status.router)
+    app.include_router(metrics.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
     app.add_middleware(ConcurrencyMiddleware, counter=app.state.concurrency)
+    app.add_middleware(AdmissionMiddleware, gates=_gates(config, app, engine))
+    if limiter is not None:
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     if config.policy.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=config.policy.api_key)
+    app.add_middleware(BodyLimitMiddleware, max_mb=config.policy.max_request_mb)
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 401 carries the id
     return app
+
+
+def _device_bytes(engine: EngineClient) -> int:
+    stats = engine.stats()  # published by the engine thread: no MLX call from here
+    return stats.active_memory_bytes + stats.cache_memory_bytes
+
+
+def _gates(config: ServerConfig, app: FastAPI, engine: EngineClient) -> list[Gate]:
+    """Why a new inference request may be refused, in the order they are asked."""
+    gates: list[Gate] = [app.state.drain.refusal, app.state.memory_monitor.refusal]
+    max_queue = config.policy.max_queue
+    if max_queue is not None:
+        counter: ConcurrencyCounter = app.state.concurrency
+
+        def waiting() -> int:  # requests in flight over HTTP minus sequences running
+            return max(0, counter.active - engine.stats().num_running)
+
+        gates.append(queue_gate(max_queue, waiting))
+    return gates

@@ -7,16 +7,20 @@ last start-up line says what to send it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
 import logging
+import signal
 import socket
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from vllm_mlx.config import ServerConfig
+from vllm_mlx.server.drain import Drain
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +82,37 @@ def ready_line(config: ServerConfig, model_id: str) -> str:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, with our ready line after its own start-up lines."""
+    """uvicorn, with our ready line after its start-up lines and a drain before it stops.
+
+    The first SIGTERM / SIGINT starts the drain (server/drain.py) and uvicorn stops
+    once it is over; a second SIGINT (Ctrl-C again) stops at once.
+    """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, settings: ServerConfig) -> None:
         super().__init__(config)
         self._app, self._settings = app, settings
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain: Drain | None = getattr(self._app.state, "drain", None)
+        if drain is None or drain.draining or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        log.info("%s received: draining (a second Ctrl-C stops at once)", signal.Signals(sig).name)
+        asyncio.get_running_loop().call_soon_threadsafe(self._start_drain, drain)
+
+    def _start_drain(self, drain: Drain) -> None:
+        async def drain_then_exit() -> None:
+            try:
+                await drain.run(
+                    self._settings.policy.shutdown_timeout_s,
+                    lambda: self._app.state.concurrency.active,
+                    self._app.state.serving.engine.fail_all,
+                )
+            finally:
+                self.should_exit = True
+
+        self._drain_task = asyncio.get_running_loop().create_task(drain_then_exit())
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

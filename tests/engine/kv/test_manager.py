@@ -456,6 +456,16 @@ def test_hit_rate_is_the_share_of_prompt_tokens_served_from_cache() -> None:
     assert (kv.queries, kv.query_tokens, kv.hit_tokens) == (2, 20, 9)
 
 
+def test_a_recompute_after_preemption_is_not_a_new_query() -> None:
+    kv = KVCacheManager(32, BS)
+    first = run(kv, P, OUT)
+    kv.free(first.table)  # preempted: its blocks stay cached
+    table, match = kv.begin(first.tokens, recompute=True)
+    assert match.num_tokens > len(P)  # it rejoins from its own blocks...
+    assert (kv.queries, kv.query_tokens, kv.hit_tokens) == (1, len(P), 0)  # ...uncounted
+    kv.free(table)
+
+
 # -- shared system prompt -----------------------------------------------------------
 
 

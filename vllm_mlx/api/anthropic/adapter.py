@@ -227,6 +227,7 @@ def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedProm
 
 def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:
     text, _, _ = render_prompt(body, ctx)
+    ctx.check_text_fits(text)  # a text that cannot fit is refused, not tokenized
     return len(ctx.tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -241,7 +242,9 @@ def generation_request(
     top_p = body.top_p if body.top_p is not None else defaults.default_top_p
     params = SamplingParams(
         # Agents send a fixed large max_tokens (Claude Code: 32000); fit it to the window.
-        max_tokens=ctx.resolve_max_tokens(None, len(prompt), ceiling=body.max_tokens),
+        max_tokens=ctx.resolve_max_tokens(
+            None, len(prompt), ceiling=body.max_tokens, factor=ctx.max_tokens_factor()
+        ),
         temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
         top_p=DEFAULT_TOP_P if top_p is None else top_p,
         top_k=body.top_k or 0,
@@ -255,6 +258,7 @@ def generation_request(
         prepared.logits_processors,
         time.monotonic(),
         prepared.skip_special_tokens,
+        ctx.policy.repetition_policy,  # /v1/messages has no override
     )
 
 

@@ -1,4 +1,5 @@
-"""Anthropic Messages API request bodies (strict types, unknown fields ignored)."""
+"""Anthropic Messages API request bodies (strict types, unknown fields ignored), and
+the response bodies /openapi.json documents (``render.py`` writes them)."""
 
 from __future__ import annotations
 
@@ -142,3 +143,44 @@ class CountTokensRequest(_Strict):
     context_management: ContextManagement | None = None
 
     _turns = field_validator("messages")(_has_turn)
+
+
+# -- response bodies (documentation: render.py writes them) ---------------------------
+
+
+class MessageUsage(BaseModel):
+    input_tokens: int  # prompt tokens not read from the cache
+    output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class MessageResponse(BaseModel):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[TextBlock | ThinkingBlock | ToolUseBlock]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None
+    stop_sequence: str | None
+    usage: MessageUsage
+
+
+class StreamEvent(BaseModel):
+    """One event of a stream (``event: <type>`` then ``data: <this>``); the other fields
+    depend on the type, as in Anthropic's streaming documentation."""
+
+    type: Literal[
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "error",
+    ]
+
+
+class CountTokensResponse(BaseModel):
+    input_tokens: int

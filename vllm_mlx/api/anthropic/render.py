@@ -40,6 +40,12 @@ def stop_reason(finished: Finished, tool_calls: bool) -> str:
     return "end_turn"
 
 
+def _detail(finished: Finished) -> dict[str, str]:
+    """Why the engine ended the turn early (a detected loop), beside end_turn."""
+    detail = finished.stop_reason_detail
+    return {"stop_reason_detail": detail} if detail is not None else {}
+
+
 def usage_body(usage: Usage) -> dict[str, int]:
     """Anthropic splits the prompt: fresh input tokens plus tokens read from cache."""
     return {
@@ -75,6 +81,7 @@ def full_message(
         "content": content,
         "stop_reason": stop_reason(finished, bool(calls)),
         "stop_sequence": finished.stop_sequence,
+        **_detail(finished),
         "usage": usage_body(finished.usage),
     }
 
@@ -166,6 +173,7 @@ async def stream_message(
                 delta = {
                     "stop_reason": stop_reason(ev, processor.saw_tool_call),
                     "stop_sequence": ev.stop_sequence,
+                    **_detail(ev),
                 }
                 yield event("message_delta", {"delta": delta, "usage": usage_body(ev.usage)})
                 yield event("message_stop", {})

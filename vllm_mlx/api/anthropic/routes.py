@@ -9,16 +9,29 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vllm_mlx.api.anthropic import adapter, render
-from vllm_mlx.api.anthropic.protocol import CountTokensRequest, MessagesRequest
+from vllm_mlx.api.anthropic.protocol import (
+    CountTokensRequest,
+    CountTokensResponse,
+    MessageResponse,
+    MessagesRequest,
+    StreamEvent,
+)
 from vllm_mlx.api.context import new_id, request_id_of, serving
+from vllm_mlx.api.errors import AnthropicErrorBody
 from vllm_mlx.api.generation import collect
 from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
+from vllm_mlx.api.openapi import json_body, response_docs
 
 router = APIRouter()
 
 
-@router.post("/v1/messages")
+@router.post(
+    "/v1/messages",
+    openapi_extra=json_body(MessagesRequest),
+    responses=response_docs(MessageResponse, AnthropicErrorBody, StreamEvent),
+)
 async def messages(request: Request) -> Response:
+    """Anthropic Messages."""
     ctx = serving(request)
     body = await parse_body(request, MessagesRequest)
     ctx.check_model(body.model)
@@ -34,8 +47,14 @@ async def messages(request: Request) -> Response:
     return JSONResponse(render.full_message(meta, results[0], prepared.output))
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post(
+    "/v1/messages/count_tokens",
+    response_model=None,
+    openapi_extra=json_body(CountTokensRequest),
+    responses=response_docs(CountTokensResponse, AnthropicErrorBody),
+)
 async def count_tokens(request: Request) -> dict[str, Any]:
+    """Anthropic token counting: the prompt's tokens as /v1/messages would send it."""
     ctx = serving(request)
     body = await parse_body(request, CountTokensRequest)
     ctx.check_model(body.model)

@@ -19,6 +19,7 @@ from vllm_mlx.api.openai.protocol import (
 from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
 from vllm_mlx.api.tool_prompt import render_with_tools
 from vllm_mlx.backend.tokenizer import TemplateError
+from vllm_mlx.config import RepetitionPolicy
 from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
 
 
@@ -124,8 +125,8 @@ def _tool_mode(body: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolMo
     if choice == "required":
         return ToolMode.FORCED, None
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        names = {(t.get("function") or {}).get("name") for t in body.tools}
+        name = _function_name(choice)
+        names = {_function_name(t) for t in body.tools}
         if choice.get("type") != "function" or not name or name not in names:
             raise InvalidRequest(
                 "tool_choice must name one of the tools: "
@@ -142,6 +143,13 @@ def _tool_mode(body: ChatCompletionRequest, ctx: ServingContext) -> tuple[ToolMo
         ctx.notices.warn_once(TOOLS_UNPARSED)
         return ToolMode.NONE, None
     return ToolMode.AUTO, None
+
+
+def _function_name(item: dict[str, Any]) -> str | None:
+    """``item["function"]["name"]`` of a tool or tool_choice, if it is a string."""
+    function = item.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _response_format(
@@ -208,7 +216,11 @@ def completion_prompts(body: CompletionRequest, ctx: ServingContext) -> list[lis
     prompts = []
     vocab = ctx.tokenizer.vocab_size
     for item in raw:
-        ids = ctx.tokenizer.encode(item) if isinstance(item, str) else list(item)
+        if isinstance(item, str):
+            ctx.check_text_fits(item, param="prompt")
+            ids = ctx.tokenizer.encode(item)
+        else:
+            ids = list(item)
         if not ids:
             raise InvalidRequest("prompt must not be empty", param="prompt")
         if any(not 0 <= t < vocab for t in ids):
@@ -224,13 +236,19 @@ def generation_requests(
     ctx: ServingContext,
     requested_max: int | None,
     logprobs: int | None,
+    max_tokens_factor: float = 1.0,
+    repetition: RepetitionPolicy | None = None,
 ) -> list[GenerationRequest]:
-    """n sequences per prompt, each with its own sampler seed."""
+    """n sequences per prompt, each with its own sampler seed.
+
+    ``repetition`` is the request's loop-detector mode (api/trust.py); None: the server's.
+    """
     out = []
+    mode = repetition or ctx.policy.repetition_policy
     deadline = ctx.deadline()
     now = time.monotonic()
     for p_index, prompt in enumerate(prepared.prompts):
-        max_tokens = ctx.resolve_max_tokens(requested_max, len(prompt))
+        max_tokens = ctx.resolve_max_tokens(requested_max, len(prompt), factor=max_tokens_factor)
         for c in range(body.n):
             index = p_index * body.n + c
             params = sampling_params(body, ctx, max_tokens, index, logprobs)
@@ -243,6 +261,7 @@ def generation_requests(
                     prepared.logits_processors,
                     now,
                     prepared.skip_special_tokens,
+                    mode,
                 )
             )
     return out

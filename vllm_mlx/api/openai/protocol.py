@@ -1,4 +1,8 @@
-"""OpenAI request bodies. Strict: a wrong type is a 400, never a silent coercion."""
+"""OpenAI request bodies, and the response bodies /openapi.json documents.
+
+Requests are strict: a wrong type is a 400, never a silent coercion. Responses
+are written by ``render.py``; their models here only describe them.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,24 @@ class ToolCall(_Strict):
     function: FunctionCall
 
 
+# What _content_present checks, for /openapi.json: content, or an assistant's tool calls.
+_CONTENT_RULE: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["content"], "properties": {"content": {"type": ["string", "array"]}}},
+        {
+            "required": ["role", "tool_calls"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "tool_calls": {"type": "array", "minItems": 1},
+            },
+        },
+    ]
+}
+
+
 class ChatMessage(_Strict):
+    model_config = ConfigDict(strict=True, extra="ignore", json_schema_extra=_CONTENT_RULE)
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -85,12 +106,14 @@ class SamplingFields(_Strict):
     seed: int | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    # The floor keeps penalised logits finite (5e-324 is 0 in float32: NaN logprobs).
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=10.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM extension, used by benchmarks
     include_diagnostics: bool = False
     diagnostics_level: Literal["basic", "deep"] = "basic"
+    repetition_policy_override: Literal["safe", "strict"] | None = None  # trusted clients only
 
     @field_validator("stop")
     @classmethod
@@ -139,6 +162,14 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _check_template_kwargs(cls, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The template gets these from the request's own fields.
+        if taken := sorted({"messages", "tools"} & set(kwargs or {})):
+            raise ValueError(f"cannot set {' or '.join(taken)}; send them as request fields")
+        return kwargs
+
     @field_validator("top_logprobs")
     @classmethod
     def _check_top_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
@@ -147,9 +178,155 @@ class ChatCompletionRequest(SamplingFields):
         return top
 
 
+def _non_empty_prompt(schema: dict[str, Any]) -> None:
+    """The JSON schema of what completion_prompts accepts: no empty text or list, ids >= 0."""
+    bounds = {"string": ("minLength", 1), "array": ("minItems", 1), "integer": ("minimum", 0)}
+    if schema.get("type") in bounds:
+        key, value = bounds[schema["type"]]
+        schema[key] = value
+    children = list(schema.get("anyOf", []))
+    if "items" in schema:
+        children.append(schema["items"])
+    for child in children:
+        _non_empty_prompt(child)
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        json_schema_extra=_non_empty_prompt
+    )
     logprobs: int | None = Field(default=None, ge=0, le=MAX_COMPLETION_LOGPROBS)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
+
+
+# -- response bodies (documentation: render.py writes them) ---------------------------
+
+FinishReasonName = Literal["stop", "length", "tool_calls"]
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # prompt tokens served from the prefix cache
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]  # the token's UTF-8 bytes
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str | None
+    reasoning: str | None = None  # with a reasoning parser; reasoning_content repeats it
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: FinishReasonName
+    stop_reason: str | None = None  # the stop string that ended the choice (vLLM)
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    diagnostics: dict[str, Any] | None = None  # with include_diagnostics
+
+
+class ChunkFunction(BaseModel):
+    name: str | None = None  # in a call's first chunk only
+    arguments: str
+
+
+class ChunkToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None
+    finish_reason: FinishReasonName | None
+    stop_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One ``data:`` event of a chat stream, which ends with ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None  # with stream_options.include_usage: set in the last chunk
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: FinishReasonName | None  # null in stream chunks but the last
+    stop_reason: str | None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    diagnostics: dict[str, Any] | None = None  # with include_diagnostics
+
+
+class CompletionChunk(BaseModel):
+    """One ``data:`` event of a completion stream, which ends with ``data: [DONE]``."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None

@@ -93,6 +93,16 @@ def _finish_reason(finished: Finished, tool_calls: bool) -> str:
     return "tool_calls" if tool_calls else _FINISH[finished.reason]
 
 
+def _stop_fields(finished: Finished) -> dict[str, Any]:
+    """vLLM's stop_reason (the matched stop string), or why the engine stopped early."""
+    if finished.stop_reason is not None:
+        detail = finished.stop_reason_detail
+        return {"stop_reason": finished.stop_reason, "stop_reason_detail": detail}
+    if finished.stop_sequence is not None:
+        return {"stop_reason": finished.stop_sequence}
+    return {}
+
+
 def _message(out: OutputAccumulator) -> dict[str, Any]:
     calls = out.tool_calls()
     message: dict[str, Any] = {"role": "assistant", "content": out.content_text}
@@ -138,8 +148,7 @@ def full_response(
                 "logprobs": completion_logprobs(r.logprobs, len(prefix)) if want_logprobs else None,
                 "finish_reason": finish,
             }
-        if r.finished.stop_sequence is not None:
-            choice["stop_reason"] = r.finished.stop_sequence
+        choice.update(_stop_fields(r.finished))
         choices.append(choice)
     usages = [r.finished.usage for r in results if r.finished is not None]
     return {
@@ -208,8 +217,8 @@ class _ChoiceStream:
             choice["text"] = out.content
         choice["logprobs"] = lp
         choice["finish_reason"] = finish
-        if event is not None and event.stop_sequence is not None:
-            choice["stop_reason"] = event.stop_sequence
+        if event is not None:
+            choice.update(_stop_fields(event))
         return choice
 
 

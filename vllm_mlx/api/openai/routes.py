@@ -12,10 +12,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vllm_mlx.api.context import ServingContext, new_id, request_id_of, serving
 from vllm_mlx.api.diagnostics import diagnostics_body
+from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.generation import PreparedPrompt, collect
 from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
 from vllm_mlx.api.openai import adapter, render
-from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from vllm_mlx.api.openai.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChunk,
+    CompletionRequest,
+)
+from vllm_mlx.api.openapi import json_body, response_docs
+from vllm_mlx.api.trust import repetition_mode
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -34,7 +44,12 @@ async def _run(
     logprobs = _logprobs_setting(body)
     requested_max = getattr(body, "max_completion_tokens", None) or body.max_tokens
     request_id = request_id_of(request)
-    gen = adapter.generation_requests(request_id, prepared, body, ctx, requested_max, logprobs)
+    factor = ctx.max_tokens_factor()
+    client = request.client.host if request.client else None
+    repetition = repetition_mode(ctx, body.repetition_policy_override, client, request_id)
+    gen = adapter.generation_requests(
+        request_id, prepared, body, ctx, requested_max, logprobs, factor, repetition
+    )
     meta = render.ResponseMeta(
         new_id("chatcmpl-" if chat else "cmpl-"), body.model, render.now(), chat
     )
@@ -56,10 +71,14 @@ async def _run(
     payload = render.full_response(
         meta, results, len(prompts), logprobs is not None, echo, prepared.output
     )
-    if body.include_diagnostics:
+    if body.include_diagnostics or factor < 1.0:  # a cut max_tokens is never silent
         usage = payload["usage"]
         payload["diagnostics"] = diagnostics_body(
-            ctx, body.diagnostics_level, usage["prompt_tokens"], usage["completion_tokens"]
+            ctx,
+            body.diagnostics_level,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            factor,
         )
     return JSONResponse(payload)
 
@@ -77,15 +96,25 @@ def _echo_texts(body: Any, prompts: list[list[int]], ctx: ServingContext) -> tup
     return tuple(ctx.tokenizer.decode(p) for p in prompts for _ in range(body.n))
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra=json_body(ChatCompletionRequest),
+    responses=response_docs(ChatCompletion, OpenAIErrorBody, ChatCompletionChunk),
+)
 async def chat_completions(request: Request) -> Response:
+    """OpenAI chat completions."""
     ctx = serving(request)
     body = await parse_body(request, ChatCompletionRequest)
     return await _run(request, ctx, lambda: adapter.prepare_chat(body, ctx), body, chat=True)
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    openapi_extra=json_body(CompletionRequest),
+    responses=response_docs(Completion, OpenAIErrorBody, CompletionChunk),
+)
 async def completions(request: Request) -> Response:
+    """OpenAI text completions."""
     ctx = serving(request)
     body = await parse_body(request, CompletionRequest)
     return await _run(request, ctx, lambda: adapter.prepare_completion(body, ctx), body, chat=False)

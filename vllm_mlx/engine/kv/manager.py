@@ -138,12 +138,19 @@ class KVCacheManager:
 
     # -- sequence lifecycle ---------------------------------------------------
 
-    def begin(self, tokens: Sequence[int]) -> tuple[BlockTable, PrefixMatch]:
-        """A table that starts with the cached prefix of ``tokens`` (shared)."""
+    def begin(
+        self, tokens: Sequence[int], recompute: bool = False
+    ) -> tuple[BlockTable, PrefixMatch]:
+        """A table that starts with the cached prefix of ``tokens`` (shared).
+
+        A preempted sequence's ``recompute`` is no new query: the hit statistics
+        count each prompt once, at its first admission.
+        """
         match = self.match_prefix(tokens)
-        self.queries += 1
-        self.query_tokens += len(tokens)
-        self.hit_tokens += match.num_tokens
+        if not recompute:
+            self.queries += 1
+            self.query_tokens += len(tokens)
+            self.hit_tokens += match.num_tokens
         for block_id in match.block_ids:
             self.pool.acquire(block_id)
         full = match.num_tokens // self.block_size

@@ -7,7 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from vllm_mlx.api.context import serving
+from vllm_mlx.api.context import ServingContext, serving
+from vllm_mlx.api.errors import OpenAIErrorBody
+from vllm_mlx.api.openapi import response_docs
+from vllm_mlx.api.schemas import ServerStatus
+from vllm_mlx.engine.repetition import INTERVENING_MODES
+from vllm_mlx.engine.types import EngineStats
 from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter
 
 router = APIRouter()
@@ -15,7 +20,11 @@ router = APIRouter()
 _GB = 1024**3
 
 
-@router.get("/v1/status")
+@router.get(
+    "/v1/status",
+    response_model=None,
+    responses=response_docs(ServerStatus, OpenAIErrorBody),
+)
 async def status(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     stats = ctx.engine.stats()
@@ -51,7 +60,10 @@ async def status(request: Request) -> dict[str, Any]:
             "mode": stats.mode,
             "active_concurrency": counter.active,
             "peak_concurrency": counter.peak,
+            "draining": request.app.state.drain.draining,
         },
+        "memory": ctx.memory.summary() if ctx.memory is not None else None,
+        "repetition": _repetition(ctx, stats),
         "requests": [
             {
                 "request_id": r.request_id,
@@ -70,6 +82,17 @@ async def status(request: Request) -> dict[str, Any]:
             }
             for r in stats.requests
         ],
+    }
+
+
+def _repetition(ctx: ServingContext, stats: EngineStats) -> dict[str, Any]:
+    """The loop detector's mode and counters since start (also read by /metrics)."""
+    overrides = ctx.repetition_overrides
+    return {
+        "mode": ctx.policy.repetition_policy.value,
+        "interventions": {m: stats.repetition_interventions.get(m, 0) for m in INTERVENING_MODES},
+        "overrides_accepted": overrides.accepted,
+        "overrides_denied": overrides.denied,
     }
 
 

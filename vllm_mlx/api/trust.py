@@ -1,0 +1,67 @@
+"""Which requests may change server policy for themselves (repetition_policy_override).
+
+A request is trusted when:
+
+- the server has an API key: the auth middleware refused everyone else, so any
+  request that reaches a route carries the key;
+- there is no key but the operator passed ``--trust-requests-when-auth-disabled``;
+- there is no key, the client connects from loopback and the server listens only
+  on loopback: nobody else can reach it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from vllm_mlx.api.context import ServingContext
+from vllm_mlx.config import RepetitionPolicy
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or "localhost") names this machine only."""
+    if not host:
+        return False  # unknown client, or a bind on every interface
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def is_trusted(
+    client_host: str | None, bind_host: str, api_key_set: bool, trust_when_no_auth: bool
+) -> bool:
+    """The trust rule of the module docstring."""
+    if api_key_set or trust_when_no_auth:
+        return True
+    return is_loopback(client_host) and is_loopback(bind_host)
+
+
+def repetition_mode(
+    ctx: ServingContext, override: str | None, client_host: str | None, request_id: str
+) -> RepetitionPolicy:
+    """The request's loop-detector mode: a trusted override, else the server's."""
+    policy = ctx.policy
+    if override is None:
+        return policy.repetition_policy
+    trusted = is_trusted(
+        client_host, ctx.bind_host, bool(policy.api_key), policy.trust_requests_when_auth_disabled
+    )
+    if not trusted:
+        ctx.repetition_overrides.denied += 1
+        log.info(
+            "request %s: repetition_policy_override=%s ignored: client %s is not trusted",
+            request_id,
+            override,
+            client_host or "unknown",
+        )
+        return policy.repetition_policy
+    ctx.repetition_overrides.accepted += 1
+    return RepetitionPolicy(override)
