@@ -17,8 +17,12 @@ from vllm_mlx.api.errors import APIError, ErrorType, error_response
 MIB = 1024 * 1024
 
 
-class _BodyTooLarge(Exception):
-    """Raised into the app by ``receive`` once the body passes the limit."""
+class _BodyTooLarge(APIError):
+    """Raised into the app by ``receive`` once the body passes the limit (an APIError,
+    so the app's handlers log it as the client's fault, not as a server error)."""
+
+    def __init__(self) -> None:
+        super().__init__("request body over the limit", status=413)
 
 
 class BodyLimitMiddleware:

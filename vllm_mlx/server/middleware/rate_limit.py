@@ -88,7 +88,6 @@ class RateLimitMiddleware:
             f"(server --rate-limit). Retry in {retry_after} s.",
             ErrorType.RATE_LIMIT,
             code="rate_limit_exceeded",
+            retry_after_s=retry_after,
         )
-        response = error_response(Request(scope), error)
-        response.headers["Retry-After"] = str(retry_after)
-        await response(scope, receive, send)
+        await error_response(Request(scope), error)(scope, receive, send)
