@@ -290,7 +290,12 @@ def measure_decode(decode_tokens: int, pairs: int) -> dict[str, Any]:
                     max_tokens=decode_tokens, temperature=0.0, ignore_eos=not constrained
                 )
                 procs = (factory,) if constrained else ()
-                return GenerationRequest(rid, prompt, params, logits_processors=procs)
+                return GenerationRequest(
+                    request_id=rid,
+                    prompt_token_ids=prompt,
+                    sampling=params,
+                    logits_processors=procs,
+                )
 
             await _decode_run(client, request("warmup", False))
             rates: dict[str, list[float]] = {"plain": [], "json_schema": []}

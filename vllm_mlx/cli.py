@@ -14,6 +14,8 @@ from vllm_mlx.config import (
     AgentConfig,
     CacheConfig,
     CacheStrategy,
+    DivergenceAction,
+    DivergenceConfig,
     DType,
     EngineConfig,
     MemoryAction,
@@ -94,15 +96,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=_positive_int, default=32768,
                    help="default max tokens when a request names none (default 32768)")  # fmt: skip
     p.add_argument("--default-temperature", type=_non_negative_float, default=None,
-                   help="temperature when a request omits it (default: 1.0, OpenAI's)")  # fmt: skip
+                   help="temperature when a request omits it (default: the model's "
+                        "generation_config.json, else the protocol's)")  # fmt: skip
     p.add_argument("--default-top-p", type=_fraction, default=None,
-                   help="top_p when a request omits it (default: 1.0)")  # fmt: skip
+                   help="top_p when a request omits it (default: the model's "
+                        "generation_config.json, else the protocol's)")  # fmt: skip
     p.add_argument("--stream-interval", type=_positive_int, default=1,
                    help="tokens per streamed chunk (default 1)")  # fmt: skip
     p.add_argument("--strict-model-id", action="store_true",
                    help="404 for a model id other than the loaded one or 'default'")  # fmt: skip
     p.add_argument("--effective-context-tokens", type=_positive_int, default=None,
-                   help="cap the context window below the model's (tokens)")  # fmt: skip
+                   help="cap the context window below the model's (tokens): prompt plus "
+                        "max_tokens beyond it is a 400")  # fmt: skip
     p.add_argument("--prefill-chunk-tokens", type=_positive_int, default=512,
                    help="prompt tokens per prefill forward pass (default 512)")  # fmt: skip
     p.add_argument("--max-step-ms", type=_positive_float, default=None,
@@ -170,6 +175,23 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "requests) or reject-new (503) (default warn)")  # fmt: skip
     c.add_argument("--memory-monitor-interval", type=_positive_float, default=5.0, metavar="S",
                    help="seconds between memory readings (default 5)")  # fmt: skip
+    c.add_argument("--deterministic", action="store_true",
+                   help="reproducible output: greedy sampling whatever the request asks, "
+                        "runtime mode simple, one inference request at a time")  # fmt: skip
+    c.add_argument("--batch-divergence-monitor", action="store_true",
+                   help="probe whether batching changes greedy output (at start and every "
+                        "--batch-divergence-interval)")  # fmt: skip
+    c.add_argument("--batch-divergence-interval", type=_positive_float, default=300.0,
+                   metavar="S", help="seconds between probes (default 300)")  # fmt: skip
+    c.add_argument("--batch-divergence-threshold", type=_fraction, default=0.95,
+                   metavar="F",
+                   help="token agreement below which the status is a warning "
+                        "(default 0.95)")  # fmt: skip
+    c.add_argument("--batch-divergence-action", choices=[a.value for a in DivergenceAction],
+                   default="warn",
+                   help="below the threshold: warn (report only) or serialize (one "
+                        "inference request at a time until a probe passes) "
+                        "(default warn)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
 
@@ -188,9 +210,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             prefill_chunk_tokens=args.prefill_chunk_tokens,
             max_step_ms=args.max_step_ms,
             effective_context_tokens=args.effective_context_tokens,
-            runtime_mode=RuntimeMode.BATCHED
-            if args.continuous_batching
-            else RuntimeMode(args.runtime_mode),
+            runtime_mode=runtime_mode(args),
             runtime_mode_threshold=args.runtime_mode_threshold,
             max_num_seqs=args.max_num_seqs,
             cache=CacheConfig(
@@ -213,9 +233,28 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             max_queue=args.max_queue,
             max_request_mb=args.max_request_mb,
             shutdown_timeout_s=args.shutdown_timeout,
+            deterministic=args.deterministic,
+            divergence=DivergenceConfig(
+                enabled=args.batch_divergence_monitor,
+                interval_s=args.batch_divergence_interval,
+                threshold=args.batch_divergence_threshold,
+                action=DivergenceAction(args.batch_divergence_action),
+            ),
         ),
         agent=agent_config(args),
     )
+
+
+def runtime_mode(args: argparse.Namespace) -> RuntimeMode:
+    """--deterministic forces simple: a sequence never shares a batch."""
+    mode = RuntimeMode.BATCHED if args.continuous_batching else RuntimeMode(args.runtime_mode)
+    if args.deterministic:
+        if mode is RuntimeMode.BATCHED:
+            logging.getLogger(__name__).warning(
+                "--deterministic: runtime mode simple (not %s)", mode.value
+            )
+        return RuntimeMode.SIMPLE
+    return mode
 
 
 def memory_config(args: argparse.Namespace) -> MemoryConfig:

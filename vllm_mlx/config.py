@@ -85,6 +85,21 @@ class MemoryConfig:
     interval_s: float = 5.0  # seconds between readings
 
 
+class DivergenceAction(StrEnum):
+    """What the server does while the batch-divergence probe is below its threshold."""
+
+    WARN = "warn"  # report it in status, diagnostics and metrics; keep batching
+    SERIALIZE = "serialize"  # run tracked requests one at a time until a probe passes
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    enabled: bool = False  # run the probe (--batch-divergence-monitor)
+    interval_s: float = 300.0  # seconds between probes (one also runs at start)
+    threshold: float = 0.95  # token agreement below which the status is a warning
+    action: DivergenceAction = DivergenceAction.WARN
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     timeout_s: float = 300.0  # wall-clock limit of one request, arrival to last token
@@ -97,6 +112,8 @@ class PolicyConfig:
     max_queue: int | None = None  # waiting requests before new ones get 503; None = unbounded
     max_request_mb: float = 16.0  # larger request bodies get 413
     shutdown_timeout_s: float = 30.0  # grace for running requests on SIGTERM / SIGINT
+    deterministic: bool = False  # greedy sampling, simple runtime, one tracked request at a time
+    divergence: DivergenceConfig = DivergenceConfig()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""OpenAI bodies → SamplingParams and GenerationRequests, and the context window."""
+"""OpenAI bodies → request specs → GenerationRequests (api/requests.py), and the window."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from vllm_mlx.api.errors import InvalidRequest, ModelNotFound
 from vllm_mlx.api.generation import PreparedPrompt
 from vllm_mlx.api.openai import adapter
 from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from vllm_mlx.api.requests import generation_requests
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig, RepetitionPolicy
 from vllm_mlx.engine.types import SamplingParams
@@ -51,6 +53,7 @@ def make_ctx(
     context: int = CONTEXT,
     policy: PolicyConfig | None = None,
     agent: AgentConfig | None = None,
+    sampling: SamplingDefaults | None = None,
     **engine: Any,
 ) -> ServingContext:
     return ServingContext(
@@ -61,6 +64,7 @@ def make_ctx(
         engine_config=EngineConfig(**engine),
         policy=policy or PolicyConfig(),
         agent=agent or AgentConfig(),
+        model_sampling=sampling or SamplingDefaults(),
     )
 
 
@@ -77,12 +81,14 @@ def completion(**fields: Any) -> CompletionRequest:
 def params(
     body: Any = None, ctx: ServingContext | None = None, seed_offset: int = 0, logprobs: Any = None
 ) -> SamplingParams:
-    return adapter.sampling_params(
-        body if body is not None else chat(), ctx or make_ctx(), 10, seed_offset, logprobs
-    )
+    """The sampling of sequence ``seed_offset`` (one per prompt), max_tokens 10."""
+    ctx = ctx or make_ctx()
+    spec = adapter.request_spec(body if body is not None else chat(), ctx, 10, logprobs)
+    prepared = PreparedPrompt([[1]] * (seed_offset + 1))
+    return generation_requests(ctx, "r", prepared, spec)[seed_offset].sampling
 
 
-# -- sampling_params ----------------------------------------------------------------
+# -- sampling ------------------------------------------------------------------------
 
 
 def test_plain_request_maps_to_neutral_params() -> None:
@@ -134,6 +140,47 @@ def test_server_defaults_do_not_override_explicit_values() -> None:
     assert p.greedy
     p = params(chat(temperature=1.5), ctx)
     assert (p.temperature, p.top_p) == (1.5, 0.9)
+
+
+MODEL = SamplingDefaults(temperature=0.2, top_p=0.9, top_k=40)  # a generation_config.json
+
+
+def test_model_defaults_apply_when_omitted() -> None:
+    p = params(chat(), make_ctx(sampling=MODEL))
+    assert (p.temperature, p.top_p, p.top_k) == (0.2, 0.9, 40)
+    # A model that names only some values leaves OpenAI's for the rest.
+    p = params(chat(), make_ctx(sampling=SamplingDefaults(temperature=0.6)))
+    assert (p.temperature, p.top_p, p.top_k) == (0.6, 1.0, 0)
+
+
+def test_server_defaults_win_over_the_models() -> None:
+    ctx = make_ctx(sampling=MODEL, default_temperature=0.7)
+    p = params(chat(), ctx)
+    assert (p.temperature, p.top_p, p.top_k) == (0.7, 0.9, 40)
+    ctx = make_ctx(sampling=MODEL, default_temperature=0.7, default_top_p=0.5)
+    assert (params(chat(), ctx).temperature, params(chat(), ctx).top_p) == (0.7, 0.5)
+
+
+def test_request_values_win_over_every_default() -> None:
+    ctx = make_ctx(sampling=MODEL, default_temperature=0.7, default_top_p=0.5)
+    p = params(chat(temperature=0, top_p=1.0, top_k=-1), ctx)
+    assert (p.temperature, p.top_p, p.top_k) == (0.0, 1.0, 0)
+    assert p.greedy
+
+
+def test_chat_spec_prefers_max_completion_tokens() -> None:
+    ctx = make_ctx()
+    assert adapter.chat_spec(chat(max_tokens=5), ctx).max_tokens == 5
+    assert adapter.chat_spec(chat(max_tokens=5, max_completion_tokens=7), ctx).max_tokens == 7
+    assert adapter.completion_spec(completion(max_tokens=9), ctx).max_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("fields", "top"),
+    [({}, None), ({"logprobs": True}, 0), ({"logprobs": True, "top_logprobs": 3}, 3)],
+)
+def test_chat_logprobs_setting(fields: dict[str, Any], top: int | None) -> None:
+    assert adapter.chat_spec(chat(**fields), make_ctx()).top_logprobs == top
 
 
 @pytest.mark.parametrize(("top_k", "expected"), [(None, 0), (-1, 0), (0, 0), (1, 1), (50, 50)])
@@ -310,7 +357,7 @@ def test_n_sequences_per_prompt() -> None:
     body = completion(prompt=[[1, 2, 3], [4] * 10], n=2, seed=7)
     before = time.monotonic()
     prepared = PreparedPrompt([[1, 2, 3], [4] * 10])
-    requests = adapter.generation_requests("req", prepared, body, ctx, None, None)
+    requests = generation_requests(ctx, "req", prepared, adapter.completion_spec(body, ctx))
     assert [r.request_id for r in requests] == ["req-0", "req-1", "req-2", "req-3"]
     assert [r.prompt_token_ids for r in requests] == [(1, 2, 3)] * 2 + [(4,) * 10] * 2
     assert [r.sampling.seed for r in requests] == [7, 8, 9, 10]
@@ -325,12 +372,14 @@ def test_n_sequences_per_prompt() -> None:
 
 def test_explicit_max_tokens_checked_per_prompt() -> None:
     body = completion(n=1)
-    reqs = adapter.generation_requests("r", PreparedPrompt([[1] * 10]), body, make_ctx(), 54, 3)
+    ctx = make_ctx()
+    spec = adapter.request_spec(body, ctx, 54, 3)
+    reqs = generation_requests(ctx, "r", PreparedPrompt([[1] * 10]), spec)
     assert reqs[0].sampling.max_tokens == 54
     assert reqs[0].sampling.top_logprobs == 3
     with pytest.raises(InvalidRequest):
         prepared = PreparedPrompt([[1] * 10, [1] * 11])
-        adapter.generation_requests("r", prepared, body, make_ctx(), 54, None)
+        generation_requests(ctx, "r", prepared, adapter.request_spec(body, ctx, 54, None))
 
 
 # -- ServingContext ----------------------------------------------------------------
@@ -390,9 +439,8 @@ def test_model_check() -> None:
 def test_generation_requests_carry_the_repetition_mode() -> None:
     prepared, body = PreparedPrompt([[1] * 4]), completion(n=2)
     ctx = make_ctx(policy=PolicyConfig(repetition_policy=RepetitionPolicy.OFF))
-    server = adapter.generation_requests("r", prepared, body, ctx, 8, None)
+    server = generation_requests(ctx, "r", prepared, adapter.request_spec(body, ctx, 8, None))
     assert {r.repetition_policy for r in server} == {RepetitionPolicy.OFF}
-    chosen = adapter.generation_requests(
-        "r", prepared, body, ctx, 8, None, repetition=RepetitionPolicy.STRICT
-    )
+    spec = adapter.request_spec(body, ctx, 8, None, RepetitionPolicy.STRICT)
+    chosen = generation_requests(ctx, "r", prepared, spec)
     assert {r.repetition_policy for r in chosen} == {RepetitionPolicy.STRICT}

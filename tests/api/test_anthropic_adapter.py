@@ -14,6 +14,7 @@ from vllm_mlx.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.output import ToolMode
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig, RepetitionPolicy
 
@@ -66,6 +67,7 @@ def make_ctx(
     agent: AgentConfig | None = None,
     constraints: FakeConstraints | None = None,
     context: int = 100_000,
+    sampling: SamplingDefaults | None = None,
     **engine: Any,
 ) -> ServingContext:
     return ServingContext(
@@ -77,6 +79,7 @@ def make_ctx(
         policy=PolicyConfig(),
         agent=agent or AgentConfig(),
         constraints=constraints,  # type: ignore[arg-type]
+        model_sampling=sampling or SamplingDefaults(),
     )
 
 
@@ -410,6 +413,19 @@ def test_server_defaults_override_guide_defaults() -> None:
     assert (s.temperature, s.top_p) == (0.2, 0.5)
     s = gen({"temperature": 0.0, "top_p": 1.0}, ctx).sampling
     assert (s.temperature, s.top_p) == (0.0, 1.0)
+
+
+def test_model_defaults_come_before_the_guides() -> None:
+    model = SamplingDefaults(temperature=0.2, top_p=0.8, top_k=40)
+    s = gen({}, make_ctx(sampling=model)).sampling
+    assert (s.temperature, s.top_p, s.top_k) == (0.2, 0.8, 40)
+    s = gen({}, make_ctx(sampling=SamplingDefaults(temperature=0.2))).sampling
+    assert (s.temperature, s.top_p, s.top_k) == (0.2, 0.9, 0)
+    # The operator's flags, then the request, win over the model's values.
+    s = gen({}, make_ctx(sampling=model, default_temperature=0.5)).sampling
+    assert (s.temperature, s.top_p) == (0.5, 0.8)
+    s = gen({"temperature": 1.0, "top_k": 3}, make_ctx(sampling=model)).sampling
+    assert (s.temperature, s.top_p, s.top_k) == (1.0, 0.8, 3)
 
 
 def test_request_fields_map() -> None:

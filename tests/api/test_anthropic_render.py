@@ -32,7 +32,9 @@ from vllm_mlx.parsers.reasoning.registry import get_reasoning_parser
 from vllm_mlx.parsers.tools.registry import get_tool_parser
 
 META = MessageMeta("msg_1", "default")
-REQUEST = GenerationRequest("r-1", (1, 2, 3, 4, 5), SamplingParams(max_tokens=64))
+REQUEST = GenerationRequest(
+    request_id="r-1", prompt_token_ids=(1, 2, 3, 4, 5), sampling=SamplingParams(max_tokens=64)
+)
 USAGE = Usage(5, 9, 2)
 DONE = Finished(FinishReason.STOP, USAGE)
 SPECIAL = ("<|im_end|>",)

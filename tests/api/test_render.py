@@ -1,4 +1,4 @@
-"""OpenAI rendering: usage, logprobs, full responses and SSE streams."""
+"""OpenAI rendering (chat.py, completions.py, common.py): usage, logprobs, bodies, SSE."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from vllm_mlx.api.generation import ChoiceResult
-from vllm_mlx.api.openai import render
-from vllm_mlx.api.openai.render import ResponseMeta, StreamOptions
+from vllm_mlx.api.openai import chat, common, completions
+from vllm_mlx.api.openai.common import ResponseMeta, StreamOptions
 from vllm_mlx.engine.types import (
     EngineError,
     EngineEvent,
@@ -26,8 +26,8 @@ from vllm_mlx.engine.types import (
     Usage,
 )
 
-CHAT = ResponseMeta("chatcmpl-1", "tiny", 1700000000, chat=True)
-TEXT = ResponseMeta("cmpl-1", "tiny", 1700000000, chat=False)
+CHAT = ResponseMeta("chatcmpl-1", "tiny", 1700000000)
+TEXT = ResponseMeta("cmpl-1", "tiny", 1700000000)
 
 
 def lp(token: str, logprob: float, *top: tuple[str, float]) -> TokenLogprob:
@@ -39,7 +39,7 @@ def lp(token: str, logprob: float, *top: tuple[str, float]) -> TokenLogprob:
 
 
 def test_usage_single_choice() -> None:
-    assert render.usage_body([Usage(7, 3, 2)], 1) == {
+    assert common.usage_body([Usage(7, 3, 2)], 1) == {
         "prompt_tokens": 7,
         "completion_tokens": 3,
         "total_tokens": 10,
@@ -48,25 +48,25 @@ def test_usage_single_choice() -> None:
 
 
 def test_usage_counts_the_prompt_once_for_n_choices() -> None:
-    body = render.usage_body([Usage(7, 3, 4), Usage(7, 5, 4), Usage(7, 1, 4)], 1)
+    body = common.usage_body([Usage(7, 3, 4), Usage(7, 5, 4), Usage(7, 1, 4)], 1)
     assert (body["prompt_tokens"], body["completion_tokens"], body["total_tokens"]) == (7, 9, 16)
     assert body["prompt_tokens_details"]["cached_tokens"] == 4
 
 
 def test_usage_several_prompts_with_n_choices() -> None:
     usages = [Usage(3, 1, 1), Usage(3, 2, 1), Usage(5, 4, 0), Usage(5, 8, 0)]
-    body = render.usage_body(usages, 2)
+    body = common.usage_body(usages, 2)
     assert (body["prompt_tokens"], body["completion_tokens"], body["total_tokens"]) == (8, 15, 23)
     assert body["prompt_tokens_details"]["cached_tokens"] == 1
 
 
 def test_usage_several_prompts_one_choice_each() -> None:
-    body = render.usage_body([Usage(3, 1), Usage(5, 2), Usage(4, 3)], 3)
+    body = common.usage_body([Usage(3, 1), Usage(5, 2), Usage(4, 3)], 3)
     assert (body["prompt_tokens"], body["completion_tokens"]) == (12, 6)
 
 
 def test_usage_empty() -> None:
-    assert render.usage_body([], 1)["total_tokens"] == 0
+    assert common.usage_body([], 1)["total_tokens"] == 0
 
 
 # -- logprobs ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_usage_empty() -> None:
 
 def test_chat_logprobs_shape() -> None:
     items = [lp("Hi", -0.1, ("Hi", -0.1), ("Yo", -2.5)), lp("🙂", -1.0)]
-    assert render.chat_logprobs(items) == {
+    assert chat.chat_logprobs(items) == {
         "content": [
             {
                 "token": "Hi",
@@ -96,18 +96,18 @@ def test_chat_logprobs_shape() -> None:
 
 
 def test_chat_logprobs_empty() -> None:
-    assert render.chat_logprobs([]) == {"content": []}
+    assert chat.chat_logprobs([]) == {"content": []}
 
 
 def test_completion_logprobs_shape_and_offsets() -> None:
     items = [lp("The", -0.5, ("The", -0.5), ("A", -1.5)), lp(" sky", -0.25, (" sky", -0.25))]
-    assert render.completion_logprobs(items, 0) == {
+    assert completions.completion_logprobs(items, 0) == {
         "tokens": ["The", " sky"],
         "token_logprobs": [-0.5, -0.25],
         "top_logprobs": [{"The": -0.5, "A": -1.5}, {" sky": -0.25}],
         "text_offset": [0, 3],
     }
-    assert render.completion_logprobs(items, 10)["text_offset"] == [10, 13]
+    assert completions.completion_logprobs(items, 10)["text_offset"] == [10, 13]
 
 
 # -- full responses -----------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_full_chat_response() -> None:
         _result("Hello", FinishReason.STOP, Usage(4, 2), stop="\n\n"),
         _result("Hey there", FinishReason.LENGTH, Usage(4, 3)),
     ]
-    body = render.full_response(CHAT, results, 1, want_logprobs=False)
+    body = chat.full_response(CHAT, results, 1, want_logprobs=False)
     assert body == {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -162,7 +162,7 @@ def test_full_chat_response() -> None:
 
 def test_full_chat_response_with_logprobs() -> None:
     results = [_result("Hi", FinishReason.STOP, Usage(4, 1), [lp("Hi", -0.2)])]
-    choice = render.full_response(CHAT, results, 1, want_logprobs=True)["choices"][0]
+    choice = chat.full_response(CHAT, results, 1, want_logprobs=True)["choices"][0]
     assert choice["logprobs"]["content"][0]["token"] == "Hi"
 
 
@@ -176,7 +176,7 @@ def test_full_chat_response_with_logprobs() -> None:
     ],
 )
 def test_finish_reason_mapping(reason: FinishReason, finish: str) -> None:
-    body = render.full_response(TEXT, [_result("x", reason, Usage(1, 1))], 1, False)
+    body = completions.full_response(TEXT, [_result("x", reason, Usage(1, 1))], 1, False)
     assert body["choices"][0]["finish_reason"] == finish
     assert "stop_reason" not in body["choices"][0]
 
@@ -186,7 +186,7 @@ def test_full_completion_response_with_echo_and_two_prompts() -> None:
         _result(" one", FinishReason.LENGTH, Usage(2, 1), [lp(" one", -0.1)]),
         _result(" two", FinishReason.LENGTH, Usage(3, 1), [lp(" two", -0.3)]),
     ]
-    body = render.full_response(TEXT, results, 2, True, echo_texts=("Hi", "Bye"))
+    body = completions.full_response(TEXT, results, 2, True, echo=("Hi", "Bye"))
     assert body["object"] == "text_completion"
     first, second = body["choices"]
     assert (first["index"], first["text"]) == (0, "Hi one")
@@ -199,7 +199,7 @@ def test_full_completion_response_with_echo_and_two_prompts() -> None:
 
 
 def test_full_completion_without_logprobs() -> None:
-    body = render.full_response(TEXT, [_result("x", FinishReason.STOP, Usage(1, 1))], 1, False)
+    body = completions.full_response(TEXT, [_result("x", FinishReason.STOP, Usage(1, 1))], 1, False)
     assert body["choices"][0] == {
         "index": 0,
         "text": "x",
@@ -212,9 +212,9 @@ def test_full_completion_without_logprobs() -> None:
 
 
 def test_sse_framing() -> None:
-    assert render.sse({"a": 1}) == b'data: {"a": 1}\n\n'
-    assert render.sse("[DONE]") == b"data: [DONE]\n\n"
-    assert render.sse({"t": "é🙂"}) == 'data: {"t": "é🙂"}\n\n'.encode()
+    assert common.sse({"a": 1}) == b'data: {"a": 1}\n\n'
+    assert common.sse("[DONE]") == b"data: [DONE]\n\n"
+    assert common.sse({"t": "é🙂"}) == 'data: {"t": "é🙂"}\n\n'.encode()
 
 
 class FakeEngine:
@@ -230,7 +230,12 @@ class FakeEngine:
 
 
 def _requests(n: int) -> list[GenerationRequest]:
-    return [GenerationRequest(f"r-{i}", (1, 2), SamplingParams(max_tokens=8)) for i in range(n)]
+    return [
+        GenerationRequest(
+            request_id=f"r-{i}", prompt_token_ids=(1, 2), sampling=SamplingParams(max_tokens=8)
+        )
+        for i in range(n)
+    ]
 
 
 def _opts(**kwargs: Any) -> StreamOptions:
@@ -247,10 +252,17 @@ def _stream(
     script: dict[str, list[tuple[float, EngineEvent]]],
     meta: ResponseMeta,
     opts: StreamOptions,
+    echo: tuple[str, ...] = (),
 ) -> list[dict[str, Any] | str]:
+    """CHAT streams chat.completion chunks, TEXT text_completion chunks."""
+
     async def run() -> bytes:
         engine: Any = FakeEngine(script)
-        chunks = render.stream_response(engine, _requests(len(script)), meta, opts)
+        requests = _requests(len(script))
+        if meta is CHAT:
+            chunks = chat.stream_response(engine, requests, meta, opts)
+        else:
+            chunks = completions.stream_response(engine, requests, meta, opts, echo)
         return b"".join([chunk async for chunk in chunks])
 
     raw = asyncio.run(run())
@@ -336,7 +348,7 @@ def test_completion_stream_with_echo() -> None:
     script: dict[str, list[tuple[float, EngineEvent]]] = {
         "r-0": [(0, TokenDelta(" world", (1,))), (0, DONE)]
     }
-    frames = _stream(script, TEXT, _opts(echo_texts=("Hello",)))
+    frames = _stream(script, TEXT, _opts(), echo=("Hello",))
     chunks = [f for f in frames if isinstance(f, dict)]
     assert all(c["object"] == "text_completion" for c in chunks)
     assert [c["choices"][0]["text"] for c in chunks] == ["Hello", " world", ""]
@@ -402,7 +414,8 @@ LOOP = Finished(FinishReason.STOP, Usage(2, 8), None, "repetition_detected", "to
 @pytest.mark.parametrize("meta", [CHAT, TEXT], ids=["chat", "completion"])
 def test_full_response_names_a_detected_loop(meta: ResponseMeta) -> None:
     result = ChoiceResult("ab" * 4, [1] * 8, [], LOOP)
-    choice = render.full_response(meta, [result], 1, want_logprobs=False)["choices"][0]
+    endpoint: Any = chat if meta is CHAT else completions
+    choice = endpoint.full_response(meta, [result], 1, want_logprobs=False)["choices"][0]
     assert choice["finish_reason"] == "stop"
     assert choice["stop_reason"] == "repetition_detected"
     assert choice["stop_reason_detail"] == "token_run_len_8"
@@ -428,6 +441,6 @@ def test_other_stops_have_no_stop_reason_detail() -> None:
         _result("a", FinishReason.STOP, Usage(1, 1), stop="\n"),
         _result("b", FinishReason.STOP, Usage(1, 1)),
     ]
-    with_stop, plain = render.full_response(CHAT, results, 1, False)["choices"]
+    with_stop, plain = chat.full_response(CHAT, results, 1, False)["choices"]
     assert with_stop["stop_reason"] == "\n" and "stop_reason_detail" not in with_stop
     assert "stop_reason" not in plain and "stop_reason_detail" not in plain

@@ -18,13 +18,16 @@ from mlx_lm.models.cache import make_prompt_cache
 from vllm_mlx.backend import blas, loader
 from vllm_mlx.backend.loader import (
     DEFAULT_MODEL_ID,
+    EMBEDDED_SAMPLING,
     LoaderError,
     ModelNotFoundError,
     context_length,
     eos_token_ids,
     load_model,
+    model_sampling,
     resolve_model,
 )
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.config import DType, ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +175,7 @@ def test_load_embedded_model(
     assert loaded.device == "cpu" and loaded.blas == "openblas (test)"
     assert loaded.context_length == 8192
     assert loaded.eos_token_ids == frozenset({2})
+    assert loaded.sampling == EMBEDDED_SAMPLING  # the model card's: its files name none
     assert loaded.config["model_type"] == "llama"
     cache = make_prompt_cache(loaded.model)
     x, out = mx.array([loaded.tokenizer.encode("The capital of France is")]), []
@@ -207,6 +211,32 @@ def test_eos_ids_merge_tokenizer_and_generation_config(tmp_path: Path) -> None:
 
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
     assert eos_token_ids(Tok(), tmp_path) == frozenset({2, 7})
+
+
+# --- sampling defaults (generation_config.json) ---------------------------------------
+
+
+def test_sampling_defaults_from_generation_config(tmp_path: Path) -> None:
+    assert model_sampling(tmp_path) == SamplingDefaults()  # no file
+    config = {"eos_token_id": 2, "temperature": 0.6, "top_p": 0.95, "top_k": 20}
+    (tmp_path / "generation_config.json").write_text(json.dumps(config))
+    assert model_sampling(tmp_path) == SamplingDefaults(temperature=0.6, top_p=0.95, top_k=20)
+
+
+@pytest.mark.parametrize("value", ["0.7", True, -1, None, [0.5]])
+def test_malformed_sampling_values_count_as_unset(tmp_path: Path, value: Any) -> None:
+    config = {"temperature": value, "top_p": value, "top_k": value}
+    (tmp_path / "generation_config.json").write_text(json.dumps(config))
+    assert model_sampling(tmp_path) == SamplingDefaults()
+    (tmp_path / "generation_config.json").write_text("{not json")
+    assert model_sampling(tmp_path) == SamplingDefaults()
+
+
+def test_embedded_model_gets_the_model_cards_values(tmp_path: Path) -> None:
+    assert (EMBEDDED_SAMPLING.temperature, EMBEDDED_SAMPLING.top_p) == (0.2, 0.9)
+    assert model_sampling(tmp_path, embedded=True) == EMBEDDED_SAMPLING
+    (tmp_path / "generation_config.json").write_text(json.dumps({"temperature": 0.5}))
+    assert model_sampling(tmp_path, embedded=True) == SamplingDefaults(temperature=0.5, top_p=0.9)
 
 
 # --- BLAS preload --------------------------------------------------------------------

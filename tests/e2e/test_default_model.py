@@ -26,6 +26,9 @@ def test_default_model_knows_paris(launch_server: LaunchServer) -> None:
     assert "Paris" in answer, answer
     status = httpx.get(f"{server.base_url}/v1/status", timeout=10).json()
     assert status["status"] == "running"
+    # Requests that omit them sample with the model card's values, not at temperature 1.
+    defaults = httpx.get(f"{server.base_url}/v1/capabilities", timeout=10).json()["defaults"]
+    assert (defaults["temperature"], defaults["top_p"], defaults["top_k"]) == (0.2, 0.9, None)
 
 
 @pytest.mark.slow

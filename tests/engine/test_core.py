@@ -84,7 +84,9 @@ async def _events(client: EngineClient, request: GenerationRequest) -> list[Engi
 def _request(rid: str, prompt: list[int] | tuple[int, ...], **params: Any) -> GenerationRequest:
     params.setdefault("max_tokens", 16)
     params.setdefault("temperature", 0.0)
-    return GenerationRequest(rid, tuple(prompt), SamplingParams(**params))
+    return GenerationRequest(
+        request_id=rid, prompt_token_ids=tuple(prompt), sampling=SamplingParams(**params)
+    )
 
 
 def _prompt(loaded: LoadedModel, text: str = "The capital of France is") -> list[int]:
@@ -257,7 +259,12 @@ def test_past_deadline_times_out(loader: Callable[[], LoadedModel]) -> None:
     async def body(client: EngineClient, loaded: LoadedModel) -> None:
         prompt = tuple(_prompt(loaded))
         params = SamplingParams(max_tokens=50, temperature=0.0)
-        request = GenerationRequest("late", prompt, params, deadline=time.monotonic() - 1.0)
+        request = GenerationRequest(
+            request_id="late",
+            prompt_token_ids=prompt,
+            sampling=params,
+            deadline=time.monotonic() - 1.0,
+        )
         events = await _events(client, request)
         final = _final(events)
         assert isinstance(final, Finished)
@@ -358,7 +365,12 @@ def test_logits_processor_sees_all_generated_tokens(loader: Callable[[], LoadedM
 
     async def body(client: EngineClient, loaded: LoadedModel) -> None:
         params = SamplingParams(max_tokens=5, temperature=0.0)
-        request = GenerationRequest("h", tuple(_prompt(loaded)), params, None, (factory,))
+        request = GenerationRequest(
+            request_id="h",
+            prompt_token_ids=tuple(_prompt(loaded)),
+            sampling=params,
+            logits_processors=(factory,),
+        )
         out = _ids(await _events(client, request))
         # The call that picks token i must see the i tokens before it.
         assert [len(h) for h in histories[:5]] == [0, 1, 2, 3, 4]
@@ -379,7 +391,12 @@ def test_bad_request_setup_fails_only_that_request(
         prompt = tuple(_prompt(loaded))
         if trigger == "factory":
             params = SamplingParams(max_tokens=4, temperature=0.0)
-            bad = GenerationRequest("bad", prompt, params, None, (broken_factory,))
+            bad = GenerationRequest(
+                request_id="bad",
+                prompt_token_ids=prompt,
+                sampling=params,
+                logits_processors=(broken_factory,),
+            )
         else:
             bad = _request("bad", prompt, max_tokens=4, temperature=1.0, seed=-1)
         # A live engine answers in milliseconds; a dead thread never does.
@@ -401,7 +418,12 @@ def test_observer_gets_one_record_per_retired_sequence(loader: Callable[[], Load
             finals.append(
                 _final(await _events(client, _request(rid, prompt, max_tokens=max_tokens)))
             )
-        late = GenerationRequest("t", tuple(prompt), SamplingParams(max_tokens=5), time.monotonic())
+        late = GenerationRequest(
+            request_id="t",
+            prompt_token_ids=tuple(prompt),
+            sampling=SamplingParams(max_tokens=5),
+            deadline=time.monotonic(),
+        )
         finals.append(_final(await _events(client, late)))
         await _events(client, _request("empty", []))  # refused before it is a sequence
 

@@ -75,7 +75,9 @@ def _seq(
 ) -> tuple[SequenceState, Recorder]:
     params.setdefault("max_tokens", 50)
     sampling = SamplingParams(**params)  # type: ignore[arg-type]
-    request = GenerationRequest("r1", prompt, sampling, repetition_policy=repetition)
+    request = GenerationRequest(
+        request_id="r1", prompt_token_ids=prompt, sampling=sampling, repetition_policy=repetition
+    )
     sink = Recorder()
     sampler = RequestSampler(sampling, prompt, len(VOCAB))
     state = SequenceState(

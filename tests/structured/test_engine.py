@@ -73,7 +73,12 @@ def _run_seeds(
 
             def request(seed: int) -> GenerationRequest:
                 params = SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed)
-                return GenerationRequest(f"s{seed}", prompt, params, logits_processors=(factory,))
+                return GenerationRequest(
+                    request_id=f"s{seed}",
+                    prompt_token_ids=prompt,
+                    sampling=params,
+                    logits_processors=(factory,),
+                )
 
             runs = await asyncio.gather(*(_generate(client, request(s)) for s in seeds))
         finally:

@@ -13,6 +13,7 @@ from fastapi import Request
 
 from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.errors import APIError, ErrorType, InvalidRequest, ModelNotFound
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
 from vllm_mlx.engine.client import EngineClient
@@ -50,6 +51,12 @@ class PressureView(Protocol):
     def summary(self) -> dict[str, object]: ...
 
 
+class DivergenceView(Protocol):
+    """What deep diagnostics read of the batch-divergence monitor (server/monitors)."""
+
+    def summary(self) -> dict[str, object]: ...
+
+
 @dataclass(frozen=True)
 class ServingContext:
     engine: EngineClient
@@ -65,7 +72,9 @@ class ServingContext:
     bind_host: str = ""  # ServerConfig.host; "" (unknown) is never loopback
     repetition_overrides: OverrideCounters = field(default_factory=OverrideCounters, compare=False)
     memory: PressureView | None = None  # None: no monitor (in-process tests)
+    divergence: DivergenceView | None = None  # None: --batch-divergence-monitor is off
     longest_token_chars: int | None = None  # the vocabulary's; None: no check before tokenizing
+    model_sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # the model's
 
     @property
     def context_length(self) -> int:

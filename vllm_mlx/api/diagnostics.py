@@ -41,5 +41,8 @@ def diagnostics_body(
             "steps_executed": stats.steps_executed,
             "active_memory_bytes": stats.active_memory_bytes,
             "peak_memory_bytes": stats.peak_memory_bytes,
+            "deterministic": ctx.policy.deterministic,
         }
+        if ctx.divergence is not None:
+            body["runtime"]["batch_divergence"] = ctx.divergence.summary()
     return body

@@ -39,6 +39,7 @@ class Capabilities(BaseModel):
     endpoints: list[str]
     features: dict[str, Any]
     diagnostics: dict[str, Any]
+    runtime: dict[str, Any]  # mode, deterministic, batch_divergence_monitor
     limits: dict[str, Any]
     policies: dict[str, Any]
     auth: dict[str, Any]

@@ -11,6 +11,7 @@ from vllm_mlx.api.context import ServingContext, serving
 from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.openai import protocol
 from vllm_mlx.api.openapi import response_docs
+from vllm_mlx.api.requests import server_defaults
 from vllm_mlx.api.schemas import Capabilities, Health, ModelList
 
 router = APIRouter()
@@ -64,6 +65,7 @@ async def models(request: Request) -> dict[str, Any]:
 
 def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, Any]:
     policy, engine = ctx.policy, ctx.engine_config
+    sampling = server_defaults(ctx)
     override = "trusted-only"
     if not policy.api_key and policy.trust_requests_when_auth_disabled:
         override = "allowed"
@@ -81,6 +83,7 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
             "/v1/capabilities",
             "/v1/status",
             "/health",
+            "/health/diagnostics",
         ],
         "features": {
             "streaming": True,
@@ -98,8 +101,10 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
             "embeddings": False,
             "request_diagnostics": True,
             "strict_model_id": policy.strict_model_id,
+            "deterministic": policy.deterministic,
         },
         "diagnostics": {"levels": DIAGNOSTIC_LEVELS, "default_level": "basic"},
+        "runtime": _runtime(ctx),
         "limits": {
             "max_context_tokens": ctx.model_context_length,
             "effective_context_tokens": ctx.context_length,
@@ -133,9 +138,27 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
         "defaults": {
             "timeout_seconds": policy.timeout_s,
             "max_tokens": engine.default_max_tokens,
-            "temperature": engine.default_temperature,
-            "top_p": engine.default_top_p,
+            # --default-temperature / --default-top-p, else the model's generation_config.json;
+            # null: the protocol's own default.
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
             "stream_interval": engine.stream_interval,
+        },
+    }
+
+
+def _runtime(ctx: ServingContext) -> dict[str, Any]:
+    """How requests share the engine: the mode, determinism and the divergence probe."""
+    divergence = ctx.policy.divergence
+    return {
+        "mode": ctx.engine_config.runtime_mode.value,
+        "deterministic": ctx.policy.deterministic,
+        "batch_divergence_monitor": {
+            "enabled": divergence.enabled,
+            "interval_seconds": divergence.interval_s,
+            "threshold": divergence.threshold,
+            "action": divergence.action.value,
         },
     }
 

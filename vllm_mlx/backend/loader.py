@@ -21,13 +21,16 @@ from typing import Any, cast
 
 from vllm_mlx.backend.blas import preload_blas
 from vllm_mlx.backend.errors import LoaderError, ModelNotFoundError
-from vllm_mlx.backend.model import LoadedModel
+from vllm_mlx.backend.facts import generation_eos_ids
+from vllm_mlx.backend.model import LoadedModel, SamplingDefaults
 from vllm_mlx.backend.paths import EMBEDDED_REQUIREMENT, embedded_gguf, gguf_import_dir
 from vllm_mlx.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+# The SmolLM2 model card's recommended sampling; its GGUF and generation_config name none.
+EMBEDDED_SAMPLING = SamplingDefaults(temperature=0.2, top_p=0.9)
 # What an MLX model needs from a hub repo (the same set mlx-lm downloads).
 HF_ALLOW_PATTERNS = [
     "*.json",
@@ -60,7 +63,7 @@ def resolve_model(spec: str | None) -> tuple[Path, str]:
     ``spec`` is a directory, a ``.gguf`` file, a Hugging Face repo id, or None
     for the embedded default. GGUF files are imported into the cache on first use.
     """
-    if spec is None or not spec.strip():
+    if spec is None or is_embedded(spec):
         return resolve_embedded()
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -73,6 +76,11 @@ def resolve_model(spec: str | None) -> tuple[Path, str]:
     if _looks_like_path(spec) or not _REPO_ID_RE.fullmatch(spec):
         raise ModelNotFoundError(f"model path {spec!r} does not exist")
     return _hf_snapshot(spec), spec
+
+
+def is_embedded(spec: str | None) -> bool:
+    """Whether ``spec`` names no model, so the embedded default is served."""
+    return spec is None or not spec.strip()
 
 
 def resolve_embedded() -> tuple[Path, str]:
@@ -196,6 +204,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         dtype=describe_dtype(model),
         blas="n/a" if device_is_gpu else blas,
         device="gpu" if device_is_gpu else "cpu",
+        sampling=model_sampling(path, embedded=is_embedded(cfg.model)),
     )
     logger.info(
         "loaded %s: dtype %s, device %s (%s), BLAS %s, context %d, eos %s",
@@ -207,6 +216,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         loaded.context_length,
         sorted(loaded.eos_token_ids),
     )
+    if loaded.sampling != SamplingDefaults():
+        logger.info("the model's sampling defaults: %s", loaded.sampling)
     return loaded
 
 
@@ -229,14 +240,36 @@ def eos_token_ids(tokenizer: Any, path: Path) -> frozenset[int]:
     ids = set(getattr(tokenizer, "eos_token_ids", None) or ())
     if (eos := getattr(tokenizer, "eos_token_id", None)) is not None:
         ids.add(eos)
+    ids.update(generation_eos_ids(path) or ())
+    return frozenset(int(i) for i in ids)
+
+
+def model_sampling(path: Path, embedded: bool = False) -> SamplingDefaults:
+    """temperature, top_p and top_k of ``generation_config.json`` (as vLLM reads them).
+
+    The embedded model falls back to its model card's values where the file names none.
+    """
+    found = SamplingDefaults()
     gen_file = path / "generation_config.json"
     if gen_file.is_file():
         try:
-            value = json.loads(gen_file.read_text()).get("eos_token_id")
-        except (json.JSONDecodeError, AttributeError):
-            value = None
-        ids.update([value] if isinstance(value, int) else value or [])
-    return frozenset(int(i) for i in ids)
+            config = json.loads(gen_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            config = None
+        if isinstance(config, dict):
+            found = SamplingDefaults(
+                temperature=_number(config.get("temperature")),
+                top_p=_number(config.get("top_p")),
+                top_k=int(k) if (k := _number(config.get("top_k"))) is not None else None,
+            )
+    return found.or_else(EMBEDDED_SAMPLING) if embedded else found
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative number from JSON; anything else counts as not set."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value < float("inf") else None
 
 
 def _backend_name(mx: Any) -> str:

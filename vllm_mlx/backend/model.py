@@ -8,6 +8,27 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class SamplingDefaults:
+    """Sampling values for requests that omit them; None: not set at this level.
+
+    The model's come from its ``generation_config.json`` (as vLLM reads it); the api
+    layer stacks the operator's flags above them and the protocol's defaults below.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # 0 disables top-k
+
+    def or_else(self, fallback: SamplingDefaults) -> SamplingDefaults:
+        """These values, with ``fallback``'s where these are None."""
+        return SamplingDefaults(
+            temperature=self.temperature if self.temperature is not None else fallback.temperature,
+            top_p=self.top_p if self.top_p is not None else fallback.top_p,
+            top_k=self.top_k if self.top_k is not None else fallback.top_k,
+        )
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     model: Any  # mlx-lm nn.Module, weights already in the chosen dtype
     tokenizer: Any  # mlx_lm TokenizerWrapper (HF fast tokenizer inside)
@@ -19,6 +40,7 @@ class LoadedModel:
     dtype: str  # dtype the weights run in, e.g. "float32" or "quantized(4-bit)"
     blas: str  # BLAS that backs fp32 matmul on CPU ("openblas", "reference", "n/a")
     device: str  # "cpu" or "gpu"
+    sampling: SamplingDefaults = SamplingDefaults()  # generation_config.json or model card
 
     @property
     def vocab_size(self) -> int:

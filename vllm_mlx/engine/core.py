@@ -20,21 +20,19 @@ from dataclasses import dataclass, replace
 
 import mlx.core as mx
 
-from vllm_mlx.backend.memory import memory_snapshot
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.runner import ModelRunner, PrefillSpan
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.kv_sizing import build_cache_manager
-from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.runtime import RuntimeModeController
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput, sample_rows
-from vllm_mlx.engine.scheduler import Phase, Scheduler, StepPlan
+from vllm_mlx.engine.scheduler import Scheduler, StepPlan
 from vllm_mlx.engine.sequence import EventSink, SampledToken, SequenceState, TextDecoder
+from vllm_mlx.engine.stats import EngineCounters, request_record, request_status
 from vllm_mlx.engine.step_cost import ChunkShape, StepCostModel
 from vllm_mlx.engine.types import (
-    CacheStats,
     EngineError,
     EngineEvent,
     EngineStats,
@@ -42,13 +40,9 @@ from vllm_mlx.engine.types import (
     FinishReason,
     GenerationRequest,
     RequestObserver,
-    RequestRecord,
-    RequestStatus,
 )
 
 log = logging.getLogger(__name__)
-
-_STATS_PERIOD_S = 0.1  # how stale /v1/status may be while requests run
 
 
 @dataclass(frozen=True)
@@ -98,15 +92,7 @@ class EngineCore:
         self.loaded: LoadedModel | None = None
         self.load_error: BaseException | None = None
         self.crashed: BaseException | None = None  # set if the step loop died
-        self._stats_lock = threading.Lock()
-        self._stats = EngineStats()
-        self._steps = 0
-        self._done_requests = 0
-        self._prompt_tokens = 0
-        self._completion_tokens = 0
-        self._interventions = dict.fromkeys(INTERVENING_MODES, 0)  # loops stopped, by mode
-        self._preemptions = 0
-        self._stats_time = 0.0
+        self._counters = EngineCounters()
         # Events of a step are delivered after its stats are published, so a client
         # that sees its request finish never reads a /v1/status from before that.
         self._outbox: list[tuple[EventSink, EngineEvent]] = []
@@ -151,8 +137,7 @@ class EngineCore:
         self._thread.join(timeout)
 
     def stats(self) -> EngineStats:
-        with self._stats_lock:
-            return self._stats
+        return self._counters.latest()
 
     # -- engine thread: set-up and loop ----------------------------------------
 
@@ -262,7 +247,7 @@ class EngineCore:
             limit,
         )
         self._scheduler.add(seq)
-        self._stats_time = 0.0  # a new request shows in /v1/status after this step
+        self._counters.refresh_soon()  # a new request shows in /v1/status after this step
 
     @property
     def _context_length(self) -> int:
@@ -286,7 +271,7 @@ class EngineCore:
     # -- engine thread: one step -----------------------------------------------
 
     def _step(self) -> None:
-        self._steps += 1
+        self._counters.steps += 1
         try:
             plan = self._scheduler.schedule()
         except Exception:  # a scheduling bug must not kill the engine thread
@@ -297,7 +282,7 @@ class EngineCore:
             return
         for seq in plan.overflowed:
             self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
-        self._preemptions += len(plan.preempted)
+        self._counters.preemptions += len(plan.preempted)
         for seq in plan.preempted:
             log.info("preempted %s (KV cache full); it will be recomputed", seq.request_id)
         start = time.perf_counter()
@@ -313,7 +298,7 @@ class EngineCore:
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "step %d: %d prefill chunks (%d tokens), %d decode rows, %d waiting, %.1f ms",
-                self._steps,
+                self._counters.steps,
                 len(plan.prefills),
                 sum(c.length for c in plan.prefills),
                 len(plan.decodes),
@@ -396,7 +381,7 @@ class EngineCore:
             self._cost.observe_decode(last.rows, last.context, time.perf_counter() - last.launched)
         seq.append(token)
         if len(seq.output_ids) == 1:
-            self._stats_time = 0.0  # a streamed first token is in /v1/status before it leaves
+            self._counters.refresh_soon()  # a streamed first token is in /v1/status first
         if seq.finished:
             self._scheduler.remove(seq.request_id)
             self._retire(seq)
@@ -407,7 +392,7 @@ class EngineCore:
         self._retire(seq)
 
     def _retire(self, seq: SequenceState) -> None:
-        status = _status(seq)
+        status = request_status(seq)
         log.info(
             "request %s %s: %d prompt (%d cached, %s) + %d completion tokens, ttft %s, %s tok/s",
             seq.request_id,
@@ -419,19 +404,15 @@ class EngineCore:
             f"{status.ttft_s:.3f}s" if status.ttft_s is not None else "-",
             f"{status.tokens_per_second:.1f}" if status.tokens_per_second else "-",
         )
-        self._done_requests += 1
-        self._prompt_tokens += len(seq.prompt)
-        self._completion_tokens += len(seq.output_ids)
         if seq.loop_trigger is not None:
             mode = seq.request.repetition_policy.value
             log.info(
                 "request %s: loop stopped (%s, %s mode)", seq.request_id, seq.loop_trigger, mode
             )
-            self._interventions[mode] = self._interventions.get(mode, 0) + 1
-        self._stats_time = 0.0  # publish at the end of this step, throttle or not
+        self._counters.retire(seq)  # published at the end of this step, throttle or not
         if self._observer is not None:
             try:
-                self._observer(_record(seq))
+                self._observer(request_record(seq))
             except Exception:  # foreign code on the engine thread: log it, keep serving
                 log.exception("the request observer failed on %s", seq.request_id)
 
@@ -446,42 +427,16 @@ class EngineCore:
             sink(event)
 
     def _publish_stats(self, throttle: bool = False) -> None:
-        """Snapshot counters for other threads; throttled while busy (it is per step)."""
-        now = time.monotonic()
-        if throttle and self._scheduler.has_work and now - self._stats_time < _STATS_PERIOD_S:
+        """Snapshot the counters for other threads; throttled while busy (it is per step)."""
+        if throttle and not self._counters.due(busy=self._scheduler.has_work):
             return
-        self._stats_time = now
-        mem = memory_snapshot()
-        pool = self._kv.pool
-        stats = EngineStats(
-            steps_executed=self._steps,
-            num_running=len(self._scheduler.running),
-            num_waiting=len(self._scheduler.waiting),
-            total_requests_processed=self._done_requests,
-            total_prompt_tokens=self._prompt_tokens,
-            total_completion_tokens=self._completion_tokens,
-            num_preemptions=self._preemptions,
-            active_memory_bytes=mem.active_bytes,
-            peak_memory_bytes=mem.peak_bytes,
-            cache_memory_bytes=mem.cache_bytes,
-            mode=self._runtime.mode_name(self._scheduler.max_running),
-            repetition_interventions=dict(self._interventions),
-            cache=CacheStats(
-                strategy=self._config.cache.strategy.value,
-                block_size=self._kv.block_size,
-                blocks_total=pool.num_blocks,
-                blocks_free=pool.num_free,
-                blocks_used=pool.num_used,
-                blocks_cached=pool.num_cached,
-                hit_rate=self._kv.hit_rate,
-                query_tokens=self._kv.query_tokens,
-                hit_tokens=self._kv.hit_tokens,
-                storage_bytes=self._runner.storage.nbytes(),
-            ),
-            requests=tuple(_status(seq) for seq in self._scheduler.all()),
+        self._counters.publish(
+            self._scheduler,
+            self._kv,
+            self._runner.storage.nbytes(),
+            self._runtime.mode_name(self._scheduler.max_running),
+            self._config.cache.strategy.value,
         )
-        with self._stats_lock:
-            self._stats = stats
 
 
 def _read_back(out: SampleOutput) -> SampledToken:
@@ -494,41 +449,3 @@ def _read_back(out: SampleOutput) -> SampledToken:
         logprobs: list[float] = out.top_logprobs[0].tolist()  # type: ignore[assignment]
         top = tuple(zip(ids, logprobs, strict=True))
     return SampledToken(token, float(out.logprob.item()), top)  # type: ignore[arg-type]
-
-
-def _record(seq: SequenceState) -> RequestRecord:
-    return RequestRecord(
-        request_id=seq.request_id,
-        finish_reason=seq.finish_reason,
-        prompt_tokens=len(seq.prompt),
-        completion_tokens=len(seq.output_ids),
-        cached_tokens=seq.cached_tokens,
-        arrival_time=seq.arrival_time,
-        first_token_time=seq.first_token_time,
-        finish_time=time.monotonic(),
-        itls=seq.itls,
-    )
-
-
-def _status(seq: SequenceState) -> RequestStatus:
-    now = time.monotonic()
-    ttft = tps = None
-    if seq.first_token_time is not None:
-        ttft = seq.first_token_time - seq.arrival_time
-        elapsed = now - seq.first_token_time
-        tps = len(seq.output_ids) / elapsed if elapsed > 0 else None
-    itls = seq.recent_itls
-    return RequestStatus(
-        request_id=seq.request_id,
-        phase=seq.phase.value if not seq.finished else Phase.GENERATION.value,
-        generated_tokens=len(seq.output_ids),
-        max_tokens=seq.request.sampling.max_tokens,
-        cached_tokens=seq.cached_tokens,
-        cache_hit_type=seq.hit_type,
-        ttft_s=ttft,
-        tokens_per_second=tps,
-        prompt_tokens=len(seq.prompt),
-        computed_tokens=seq.num_computed,
-        recent_itl_s=sum(itls) / len(itls) if itls else None,
-        recent_itl_max_s=max(itls) if itls else None,
-    )

@@ -53,8 +53,10 @@ LogitsProcessor = Callable[[list[int], Any], Any]
 LogitsProcessorFactory = Callable[[], LogitsProcessor]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
+    """One sequence for the engine; built by ``api/requests.py`` from any protocol."""
+
     request_id: str  # unique per sequence (an n>1 request submits several)
     prompt_token_ids: tuple[int, ...]  # already templated and tokenized
     sampling: SamplingParams

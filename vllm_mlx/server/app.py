@@ -12,17 +12,18 @@ from dataclasses import asdict
 from fastapi import FastAPI
 
 from vllm_mlx import __version__
-from vllm_mlx.api import system
+from vllm_mlx.api import health_diagnostics, status, system
 from vllm_mlx.api.anthropic import routes as anthropic_routes
 from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import install_error_handlers
 from vllm_mlx.api.openai import routes as openai_routes
 from vllm_mlx.api.openapi import install_openapi
+from vllm_mlx.backend.facts import model_facts
 from vllm_mlx.backend.memory import device_info
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.tokenizer import Tokenizer
-from vllm_mlx.config import ServerConfig
+from vllm_mlx.config import RuntimeMode, ServerConfig
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.server.drain import Drain
 from vllm_mlx.server.middleware.admission import AdmissionMiddleware, Gate, queue_gate
@@ -31,7 +32,9 @@ from vllm_mlx.server.middleware.body_limit import BodyLimitMiddleware
 from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter, ConcurrencyMiddleware
 from vllm_mlx.server.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from vllm_mlx.server.middleware.request_id import RequestIdMiddleware
-from vllm_mlx.server.monitors import metrics, status
+from vllm_mlx.server.middleware.serialize import SerializeMiddleware
+from vllm_mlx.server.monitors import metrics
+from vllm_mlx.server.monitors.divergence import DivergenceMonitor, EngineProbe
 from vllm_mlx.server.monitors.memory import MemoryMonitor, process_usage
 
 log = logging.getLogger(__name__)
@@ -50,12 +53,14 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     server_metrics = metrics.ServerMetrics()
     engine = EngineClient(load or default_loader(config), config.engine, server_metrics.observe)
     memory = MemoryMonitor(config.policy.memory, process_usage(lambda: _device_bytes(engine)))
+    divergence = _divergence_monitor(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = await engine.start()
         app.state.device = {**asdict(device_info()), "dtype": loaded.dtype, "blas": loaded.blas}
         tokenizer = Tokenizer(loaded.tokenizer, loaded.eos_token_ids)
+        app.state.model_facts = model_facts(loaded)  # before serving: diagnostics read it
         app.state.serving = ServingContext(
             engine=engine,
             tokenizer=tokenizer,
@@ -66,8 +71,10 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
             agent=config.agent,
             constraints=ConstraintBuilder(tokenizer, loaded.vocab_size),
             memory=memory,
+            divergence=divergence,
             bind_host=config.host,
             longest_token_chars=tokenizer.longest_token_chars,
+            model_sampling=loaded.sampling,
         )
         serving = app.state.serving
         server_metrics.bind(
@@ -75,19 +82,24 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
         )
         log.info("serving %s (context %d tokens)", loaded.model_id, loaded.context_length)
         memory.sample()  # /v1/status and the gates have a reading from the first request
-        monitor = asyncio.create_task(memory.run(), name="memory-monitor")
+        tasks = [asyncio.create_task(memory.run(), name="memory-monitor")]
+        if divergence is not None and divergence.batching:
+            divergence.bind(_engine_probe(config, engine, tokenizer))
+            tasks.append(asyncio.create_task(divergence.run(), name="divergence-monitor"))
         try:
             yield
         finally:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.stop()
 
     app = FastAPI(title="vllm-mlx", version=__version__, lifespan=lifespan)
     app.state.concurrency = ConcurrencyCounter()
     app.state.metrics = server_metrics
     app.state.memory_monitor = memory
+    app.state.divergence = divergence  # None when --batch-divergence-monitor is off
     app.state.drain = Drain()
     per_min = config.policy.rate_limit_per_min
     limiter = RateLimiter(per_min) if per_min > 0 else None
@@ -95,10 +107,13 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(system.router)
+    app.include_router(health_diagnostics.router)
     app.include_router(status.router)
     app.include_router(metrics.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    # Innermost: a request waiting for its turn counts as in flight (and queued).
+    app.add_middleware(SerializeMiddleware, active=_serialized(config, divergence))
     app.add_middleware(ConcurrencyMiddleware, counter=app.state.concurrency)
     app.add_middleware(AdmissionMiddleware, gates=_gates(config, app, engine))
     if limiter is not None:
@@ -108,6 +123,30 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_mb=config.policy.max_request_mb)
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 401 carries the id
     return app
+
+
+def _divergence_monitor(config: ServerConfig) -> DivergenceMonitor | None:
+    if not config.policy.divergence.enabled:
+        return None
+    batching = config.engine.runtime_mode is not RuntimeMode.SIMPLE
+    if not batching:
+        log.info("--batch-divergence-monitor: runtime mode simple never batches; no probes")
+    return DivergenceMonitor(config.policy.divergence, batching)
+
+
+def _engine_probe(config: ServerConfig, engine: EngineClient, tokenizer: Tokenizer) -> EngineProbe:
+    # Enough sequences beside the probe that auto mode batches them.
+    distractors = max(3, config.engine.runtime_mode_threshold - 1)
+    return EngineProbe(engine, tokenizer, distractors, config.policy.timeout_s)
+
+
+def _serialized(config: ServerConfig, divergence: DivergenceMonitor | None) -> Callable[[], bool]:
+    """Whether tracked routes run one request at a time, asked per request."""
+    if config.policy.deterministic:
+        return lambda: True
+    if divergence is None:
+        return lambda: False
+    return lambda: divergence.serializing
 
 
 def _device_bytes(engine: EngineClient) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +21,15 @@ from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
 from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
+from vllm_mlx.api.requests import RequestSpec, generation_requests
 from vllm_mlx.api.tool_prompt import render_with_tools
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
+from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory
 
-# The guide's defaults for /v1/messages when neither request nor server sets them.
-DEFAULT_TEMPERATURE = 0.7
-DEFAULT_TOP_P = 0.9
+# The guide's defaults for /v1/messages when neither the request, the server nor the
+# model's generation_config.json sets them.
+DEFAULTS = SamplingDefaults(temperature=0.7, top_p=0.9, top_k=0)
 # output_config.effort as a thinking budget (tokens); "max" thinks without a cap.
 EFFORT_BUDGET: dict[str, int | None] = {"low": 1024, "medium": 4096, "high": 16384, "max": None}
 
@@ -234,32 +235,20 @@ def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:
 def generation_request(
     request_id: str, prepared: PreparedPrompt, body: MessagesRequest, ctx: ServingContext
 ) -> GenerationRequest:
-    prompt = prepared.prompts[0]
-    defaults = ctx.engine_config
-    temperature = body.temperature
-    if temperature is None:
-        temperature = defaults.default_temperature
-    top_p = body.top_p if body.top_p is not None else defaults.default_top_p
-    params = SamplingParams(
+    spec = RequestSpec(
+        protocol_defaults=DEFAULTS,
+        numbered_ids=False,
         # Agents send a fixed large max_tokens (Claude Code: 32000); fit it to the window.
-        max_tokens=ctx.resolve_max_tokens(
-            None, len(prompt), ceiling=body.max_tokens, factor=ctx.max_tokens_factor()
-        ),
-        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
-        top_p=DEFAULT_TOP_P if top_p is None else top_p,
-        top_k=body.top_k or 0,
+        max_tokens=body.max_tokens,
+        max_tokens_is_ceiling=True,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
         stop=tuple(body.stop_sequences or ()),
+        # /v1/messages has no repetition override: the server's mode applies.
     )
-    return GenerationRequest(
-        request_id,
-        tuple(prompt),
-        params,
-        ctx.deadline(),
-        prepared.logits_processors,
-        time.monotonic(),
-        prepared.skip_special_tokens,
-        ctx.policy.repetition_policy,  # /v1/messages has no override
-    )
+    (request,) = generation_requests(ctx, request_id, prepared, spec, ctx.max_tokens_factor())
+    return request
 
 
 def tool_input(arguments: str) -> dict[str, Any]:

@@ -1,9 +1,8 @@
-"""OpenAI request bodies → internal generation requests."""
+"""OpenAI request bodies → prompts and the protocol-neutral request spec."""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from vllm_mlx.api.context import ServingContext, require_constraints
@@ -17,29 +16,44 @@ from vllm_mlx.api.openai.protocol import (
     TextPart,
 )
 from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
+from vllm_mlx.api.requests import RequestSpec
 from vllm_mlx.api.tool_prompt import render_with_tools
+from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.config import RepetitionPolicy
-from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory, SamplingParams
+from vllm_mlx.engine.types import LogitsProcessorFactory
+
+# OpenAI's defaults when neither the request, the server nor the model sets a value.
+DEFAULTS = SamplingDefaults(temperature=1.0, top_p=1.0, top_k=0)
 
 
-def sampling_params(
+def chat_spec(
+    body: ChatCompletionRequest, ctx: ServingContext, repetition: RepetitionPolicy | None = None
+) -> RequestSpec:
+    """A chat body as the neutral spec: max_completion_tokens wins over max_tokens."""
+    top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    return request_spec(body, ctx, max_tokens, top_logprobs, repetition)
+
+
+def completion_spec(
+    body: CompletionRequest, ctx: ServingContext, repetition: RepetitionPolicy | None = None
+) -> RequestSpec:
+    return request_spec(body, ctx, body.max_tokens, body.logprobs, repetition)
+
+
+def request_spec(
     body: SamplingFields,
     ctx: ServingContext,
-    max_tokens: int,
-    seed_offset: int,
-    logprobs: int | None,
-) -> SamplingParams:
-    """Map OpenAI fields onto engine sampling params, with server defaults."""
-    defaults = ctx.engine_config
-    temperature = body.temperature
-    if temperature is None:
-        temperature = (
-            defaults.default_temperature if defaults.default_temperature is not None else 1.0
-        )
-    top_p = body.top_p
-    if top_p is None:
-        top_p = defaults.default_top_p if defaults.default_top_p is not None else 1.0
+    max_tokens: int | None,
+    top_logprobs: int | None,
+    repetition: RepetitionPolicy | None = None,
+) -> RequestSpec:
+    """Map the sampling fields both endpoints share; omitted ones stay None for defaults.
+
+    ``top_logprobs`` is the alternatives per position, None when logprobs are off;
+    ``repetition`` the request's loop-detector mode (api/trust.py), None: the server's.
+    """
     vocab = ctx.tokenizer.vocab_size
     bias = []
     for key, value in (body.logit_bias or {}).items():
@@ -49,21 +63,23 @@ def sampling_params(
                 f"logit_bias: token id {token} is outside the vocabulary", "logit_bias"
             )
         bias.append((token, value))
-    return SamplingParams(
+    return RequestSpec(
+        protocol_defaults=DEFAULTS,
+        n=body.n,
         max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=max(0, body.top_k or 0),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
         min_p=body.min_p or 0.0,
         repetition_penalty=body.repetition_penalty or 1.0,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         logit_bias=tuple(bias),
-        seed=None if body.seed is None else body.seed + seed_offset,
+        seed=body.seed,
         stop=body.stop_list,
         ignore_eos=body.ignore_eos,
-        logprobs=logprobs is not None,
-        top_logprobs=logprobs or 0,
+        top_logprobs=top_logprobs,
+        repetition=repetition,
     )
 
 
@@ -227,41 +243,3 @@ def completion_prompts(body: CompletionRequest, ctx: ServingContext) -> list[lis
             raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
         prompts.append(ids)
     return prompts
-
-
-def generation_requests(
-    request_id: str,
-    prepared: PreparedPrompt,
-    body: SamplingFields,
-    ctx: ServingContext,
-    requested_max: int | None,
-    logprobs: int | None,
-    max_tokens_factor: float = 1.0,
-    repetition: RepetitionPolicy | None = None,
-) -> list[GenerationRequest]:
-    """n sequences per prompt, each with its own sampler seed.
-
-    ``repetition`` is the request's loop-detector mode (api/trust.py); None: the server's.
-    """
-    out = []
-    mode = repetition or ctx.policy.repetition_policy
-    deadline = ctx.deadline()
-    now = time.monotonic()
-    for p_index, prompt in enumerate(prepared.prompts):
-        max_tokens = ctx.resolve_max_tokens(requested_max, len(prompt), factor=max_tokens_factor)
-        for c in range(body.n):
-            index = p_index * body.n + c
-            params = sampling_params(body, ctx, max_tokens, index, logprobs)
-            out.append(
-                GenerationRequest(
-                    f"{request_id}-{index}",
-                    tuple(prompt),
-                    params,
-                    deadline,
-                    prepared.logits_processors,
-                    now,
-                    prepared.skip_special_tokens,
-                    mode,
-                )
-            )
-    return out

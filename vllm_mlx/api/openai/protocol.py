@@ -1,7 +1,7 @@
 """OpenAI request bodies, and the response bodies /openapi.json documents.
 
 Requests are strict: a wrong type is a 400, never a silent coercion. Responses
-are written by ``render.py``; their models here only describe them.
+are written by ``chat.py`` and ``completions.py``; their models here only describe them.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(default=None, ge=1)
 
 
-# -- response bodies (documentation: render.py writes them) ---------------------------
+# -- response bodies (documentation: chat.py and completions.py write them) ----------
 
 FinishReasonName = Literal["stop", "length", "tool_calls"]
 

@@ -7,7 +7,8 @@ in one process). Two sources feed it:
   engine thread, feeds the latency and length histograms and the finish counters;
 - a collector that reads, at scrape time, what the engine and the server keep
   anyway: queue gauges, KV usage, token, prefix-cache and preemption counters,
-  rate-limit refusals, memory pressure and repetition interventions.
+  rate-limit refusals, memory pressure, repetition interventions and batch
+  divergence.
 
 An n>1 request runs as n sequences and counts as n requests, as vLLM counts each
 of its sequences as an engine request. Every series carries vLLM's
@@ -32,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from vllm_mlx.engine.types import EngineStats, FinishReason, RequestRecord
+from vllm_mlx.server.monitors.divergence import PROBE_PREFIX
 
 router = APIRouter()
 
@@ -86,6 +88,8 @@ class ServerMetrics:
 
     def observe(self, record: RequestRecord) -> None:
         """Count one retired sequence (engine thread; prometheus_client is thread-safe)."""
+        if record.request_id.startswith(PROBE_PREFIX):  # the divergence monitor's own
+            return
         if self._requests is not None:
             self._requests.observe(record)
 
@@ -169,6 +173,7 @@ class _ScrapeCollector(Collector):
         model = binding.model_name
         yield from engine_families(model, binding.stats())
         yield from server_families(model, binding.state)
+        yield from divergence_families(model, binding.state)
 
 
 def served_tokens(stats: EngineStats) -> tuple[int, int]:
@@ -257,6 +262,26 @@ def server_families(model: str, state: object) -> Iterator[Metric]:
         "Memory in use, as a percentage of system memory.",
         model,
         reading.used_pct,
+    )
+
+
+def divergence_families(model: str, state: object) -> Iterator[Metric]:
+    """The batch-divergence monitor's latest agreement and whether it serializes."""
+    monitor = getattr(state, "divergence", None)
+    if monitor is None:  # --batch-divergence-monitor is off
+        return
+    if monitor.agreement is not None:
+        yield _gauge(
+            "vllm_mlx:batch_divergence_agreement",
+            "Greedy token agreement of the latest probe, alone against batched (0-1).",
+            model,
+            monitor.agreement,
+        )
+    yield _gauge(
+        "vllm_mlx:batch_divergence_serializing",
+        "1 while inference requests run one at a time because the probe diverged.",
+        model,
+        float(monitor.serializing),
     )
 
 

@@ -1,9 +1,12 @@
-"""GET /v1/status: server-wide counters, device memory and per-request progress."""
+"""GET /v1/status: server-wide counters, device memory and per-request progress.
+
+The engine publishes its counters (engine/stats.py); this route only shapes them.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
@@ -13,7 +16,9 @@ from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.schemas import ServerStatus
 from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.types import EngineStats
-from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter
+
+if TYPE_CHECKING:  # the app's counter (server/middleware): read from app.state
+    from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter
 
 router = APIRouter()
 
@@ -61,8 +66,10 @@ async def status(request: Request) -> dict[str, Any]:
             "active_concurrency": counter.active,
             "peak_concurrency": counter.peak,
             "draining": request.app.state.drain.draining,
+            "deterministic": ctx.policy.deterministic,
         },
         "memory": ctx.memory.summary() if ctx.memory is not None else None,
+        "batch_divergence": _divergence(ctx),
         "repetition": _repetition(ctx, stats),
         "requests": [
             {
@@ -98,3 +105,22 @@ def _repetition(ctx: ServingContext, stats: EngineStats) -> dict[str, Any]:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _divergence(ctx: ServingContext) -> dict[str, object]:
+    """The monitor's summary, or the same shape saying it does not run."""
+    if ctx.divergence is not None:
+        return ctx.divergence.summary()
+    config = ctx.policy.divergence
+    return {
+        "enabled": False,
+        "status": "disabled",
+        "agreement": None,
+        "last_probe_at": None,
+        "probes_run": 0,
+        "probes_failed": 0,
+        "threshold": config.threshold,
+        "action": config.action.value,
+        "serializing": False,
+        "interval_s": config.interval_s,
+    }

@@ -1,0 +1,49 @@
+"""``vllm-mlx serve`` options that turn into frozen config."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_mlx.cli import build_parser, serve_config
+from vllm_mlx.config import DivergenceAction, DivergenceConfig, RuntimeMode, ServerConfig
+
+
+def config(*args: str) -> ServerConfig:
+    return serve_config(build_parser().parse_args(["serve", *args]))
+
+
+def test_divergence_monitor_defaults() -> None:
+    assert config().policy.divergence == DivergenceConfig(
+        enabled=False, interval_s=300.0, threshold=0.95, action=DivergenceAction.WARN
+    )
+    assert config().policy.deterministic is False
+
+
+def test_divergence_monitor_options() -> None:
+    divergence = config(
+        "--batch-divergence-monitor", "--batch-divergence-interval", "60",
+        "--batch-divergence-threshold", "0.9", "--batch-divergence-action", "serialize",
+    ).policy.divergence  # fmt: skip
+    assert divergence == DivergenceConfig(True, 60.0, 0.9, DivergenceAction.SERIALIZE)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("--batch-divergence-threshold", "0"),
+        ("--batch-divergence-threshold", "1.5"),
+        ("--batch-divergence-interval", "0"),
+        ("--batch-divergence-action", "reject"),
+    ],
+)
+def test_divergence_monitor_refuses_bad_values(bad: tuple[str, str]) -> None:
+    with pytest.raises(SystemExit):
+        config(*bad)
+
+
+@pytest.mark.parametrize("mode", [(), ("--runtime-mode", "batched"), ("--continuous-batching",)])
+def test_deterministic_forces_simple(mode: tuple[str, ...]) -> None:
+    cfg = config("--deterministic", *mode)
+    assert cfg.policy.deterministic is True
+    assert cfg.engine.runtime_mode is RuntimeMode.SIMPLE
+    assert config(*mode).engine.runtime_mode is not RuntimeMode.SIMPLE
