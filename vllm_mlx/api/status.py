@@ -6,7 +6,7 @@ The engine publishes its counters (engine/stats.py); this route only shapes them
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 
@@ -17,10 +17,14 @@ from vllm_mlx.api.schemas import ServerStatus
 from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.types import EngineStats
 
-if TYPE_CHECKING:  # the app's counter (server/middleware): read from app.state
-    from vllm_mlx.server.middleware.concurrency import ConcurrencyCounter
-
 router = APIRouter()
+
+
+class _Concurrency(Protocol):
+    """The app's in-flight counter (kept by the server's middleware, on app.state)."""
+
+    active: int
+    peak: int
 
 _GB = 1024**3
 
@@ -33,7 +37,7 @@ _GB = 1024**3
 async def status(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     stats = ctx.engine.stats()
-    counter: ConcurrencyCounter = request.app.state.concurrency
+    counter: _Concurrency = request.app.state.concurrency
     return {
         "status": "running",
         "model": ctx.model_id,
