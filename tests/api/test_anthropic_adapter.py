@@ -397,7 +397,7 @@ def gen(fields: dict[str, Any], ctx: ServingContext | None = None) -> Any:
     ctx = ctx or make_ctx()
     request = body(**fields)
     prepared = adapter.prepare_messages(request, ctx)
-    return adapter.generation_request("req-1", prepared, request, ctx)
+    return adapter.generation_request("req-1", prepared, request, ctx, 1.0)
 
 
 def test_guide_defaults_apply_when_nothing_is_set() -> None:

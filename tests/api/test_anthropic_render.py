@@ -414,3 +414,30 @@ def test_stream_of_a_detected_loop_ends_the_turn() -> None:
         "stop_reason_detail": "pattern_loop_len_2",
     }
     assert "stop_reason_detail" not in stream([*deltas(["a"]), DONE])[-2][1]["delta"]
+
+
+# -- diagnostics ------------------------------------------------------------------------
+
+
+def _diagnose(finished: Sequence[Finished]) -> dict[str, Any]:
+    return {"prompt_tokens": finished[0].usage.prompt_tokens}
+
+
+def test_full_message_carries_diagnostics_at_the_top_level() -> None:
+    result = ChoiceResult("Hi", [1], [], DONE)
+    body = render.full_message(META, result, text_output, _diagnose)
+    assert body["diagnostics"] == {"prompt_tokens": USAGE.prompt_tokens}
+    assert "diagnostics" not in full(["Hi"])
+
+
+def test_stream_carries_diagnostics_in_message_delta_only() -> None:
+    async def collect() -> list[bytes]:
+        engine: Any = FakeEngine([*deltas(["Hi"]), DONE])
+        events = render.stream_message(engine, REQUEST, META, text_output, 30.0, _diagnose)
+        return [chunk async for chunk in events]
+
+    frames = [json.loads(c.decode().split("data: ", 1)[1]) for c in asyncio.run(collect())]
+    carriers = [f for f in frames if "diagnostics" in f]
+    assert [f["type"] for f in carriers] == ["message_delta"]
+    assert carriers[0]["diagnostics"] == {"prompt_tokens": USAGE.prompt_tokens}
+    assert all("diagnostics" not in data for _, data in stream([*deltas(["Hi"]), DONE]))

@@ -444,3 +444,43 @@ def test_other_stops_have_no_stop_reason_detail() -> None:
     with_stop, plain = chat.full_response(CHAT, results, 1, False)["choices"]
     assert with_stop["stop_reason"] == "\n" and "stop_reason_detail" not in with_stop
     assert "stop_reason" not in plain and "stop_reason_detail" not in plain
+
+
+# -- diagnostics on streams -----------------------------------------------------------
+
+
+def _diagnose(finished: Sequence[Finished]) -> dict[str, Any]:
+    return {"generated_tokens": sum(f.usage.completion_tokens for f in finished)}
+
+
+def _two_choices() -> dict[str, list[tuple[float, EngineEvent]]]:
+    # Choice 1 finishes first, choice 0 last.
+    return {
+        "r-0": [(0, TokenDelta("a", (1,))), (0.03, Finished(FinishReason.LENGTH, Usage(2, 1)))],
+        "r-1": [(0, TokenDelta("b", (1,))), (0.01, Finished(FinishReason.STOP, Usage(2, 3)))],
+    }
+
+
+@pytest.mark.parametrize("meta", [CHAT, TEXT])
+def test_stream_diagnostics_ride_on_the_usage_chunk(meta: ResponseMeta) -> None:
+    frames = _stream(_two_choices(), meta, _opts(include_usage=True, diagnostics=_diagnose))
+    chunks = [f for f in frames if isinstance(f, dict)]
+    assert [c for c in chunks if "diagnostics" in c] == [chunks[-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+    assert chunks[-1]["diagnostics"] == {"generated_tokens": 4}
+
+
+@pytest.mark.parametrize("meta", [CHAT, TEXT])
+def test_stream_diagnostics_without_usage_ride_on_the_last_finish(meta: ResponseMeta) -> None:
+    frames = _stream(_two_choices(), meta, _opts(diagnostics=_diagnose))
+    chunks = [f for f in frames if isinstance(f, dict)]
+    carriers = [c for c in chunks if "diagnostics" in c]
+    assert carriers == [chunks[-1]]
+    assert carriers[0]["choices"][0]["index"] == 0  # the choice that finished last
+    assert carriers[0]["choices"][0]["finish_reason"] == "length"
+    assert carriers[0]["diagnostics"] == {"generated_tokens": 4}
+
+
+def test_stream_without_diagnostics_has_none() -> None:
+    frames = _stream(_two_choices(), CHAT, _opts(include_usage=True))
+    assert not any(isinstance(f, dict) and "diagnostics" in f for f in frames)

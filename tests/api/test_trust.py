@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from vllm_mlx.api.context import ServingContext
-from vllm_mlx.api.trust import is_loopback, is_trusted, repetition_mode
+from vllm_mlx.api.trust import RepetitionDecision, is_loopback, is_trusted, repetition_mode
 from vllm_mlx.config import EngineConfig, PolicyConfig, RepetitionPolicy
 
 REMOTE = "203.0.113.7"
@@ -75,13 +75,14 @@ def _ctx(bind: str = "0.0.0.0", **policy: object) -> ServingContext:
 
 def test_no_override_is_the_server_mode_and_counts_nothing() -> None:
     ctx = _ctx(repetition_policy=RepetitionPolicy.OFF)
-    assert repetition_mode(ctx, None, REMOTE, "r") is RepetitionPolicy.OFF
+    assert repetition_mode(ctx, None, REMOTE, "r") == RepetitionDecision(RepetitionPolicy.OFF)
     assert (ctx.repetition_overrides.accepted, ctx.repetition_overrides.denied) == (0, 0)
 
 
 def test_a_trusted_override_is_honoured_and_counted() -> None:
     ctx = _ctx(api_key="k")
-    assert repetition_mode(ctx, "strict", REMOTE, "r") is RepetitionPolicy.STRICT
+    decision = repetition_mode(ctx, "strict", REMOTE, "r")
+    assert decision == RepetitionDecision(RepetitionPolicy.STRICT, override_accepted=True)
     assert (ctx.repetition_overrides.accepted, ctx.repetition_overrides.denied) == (1, 0)
 
 
@@ -90,7 +91,8 @@ def test_an_untrusted_override_is_ignored_logged_once_and_counted(
 ) -> None:
     ctx = _ctx(repetition_policy=RepetitionPolicy.SAFE)
     with caplog.at_level(logging.INFO, logger="vllm_mlx.api.trust"):
-        assert repetition_mode(ctx, "strict", "127.0.0.1", "req-1") is RepetitionPolicy.SAFE
+        decision = repetition_mode(ctx, "strict", "127.0.0.1", "req-1")
+    assert decision == RepetitionDecision(RepetitionPolicy.SAFE, override_accepted=False)
     assert (ctx.repetition_overrides.accepted, ctx.repetition_overrides.denied) == (0, 1)
     notes = [r for r in caplog.records if r.name == "vllm_mlx.api.trust"]
     assert len(notes) == 1 and notes[0].levelno == logging.INFO
@@ -99,5 +101,5 @@ def test_an_untrusted_override_is_ignored_logged_once_and_counted(
 
 def test_loopback_client_of_a_loopback_server_may_override() -> None:
     ctx = _ctx(bind="127.0.0.1", repetition_policy=RepetitionPolicy.STRICT)
-    assert repetition_mode(ctx, "safe", "127.0.0.1", "r") is RepetitionPolicy.SAFE
+    assert repetition_mode(ctx, "safe", "127.0.0.1", "r").mode is RepetitionPolicy.SAFE
     assert ctx.repetition_overrides.accepted == 1

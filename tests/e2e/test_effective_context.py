@@ -36,8 +36,12 @@ def test_the_contract_is_reported(http: httpx.Client) -> None:
     assert (limits["max_context_tokens"], limits["effective_context_tokens"]) == (2048, LIMIT)
     assert {m["max_model_len"] for m in http.get("/v1/models").json()["data"]} == {LIMIT}
     body = http.post("/v1/chat/completions", json=chat("Hi", include_diagnostics=True)).json()
-    context = body["diagnostics"]["context"]
-    assert context["context_window_tokens"] == LIMIT
+    diagnostics = body["diagnostics"]
+    assert (diagnostics["max_context_tokens"], diagnostics["effective_context_tokens"]) == (
+        2048,
+        LIMIT,
+    )
+    assert diagnostics["effective_context_source"] == "operator_override"
     # The default budget is fitted into the cap, not the model's window.
     assert body["usage"]["total_tokens"] <= LIMIT
 

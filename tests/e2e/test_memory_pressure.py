@@ -63,6 +63,7 @@ def test_reduce_context_halves_max_tokens_and_says_so(launch_server: LaunchServe
     resp = httpx.post(f"{server.base_url}/v1/messages", json=messages, timeout=60)
     assert resp.status_code == 200, resp.text
     assert resp.json()["usage"]["output_tokens"] == 5
+    assert resp.json()["diagnostics"]["memory"]["max_tokens_factor"] == 0.5  # never silent
 
 
 def test_reject_new_answers_503(launch_server: LaunchServer) -> None:

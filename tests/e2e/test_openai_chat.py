@@ -365,8 +365,11 @@ def test_request_diagnostics(tiny_http: httpx.Client, level: str) -> None:
     }
     data = tiny_http.post("/v1/chat/completions", json=body).json()
     assert isinstance(data.get("diagnostics"), dict), data
-    plain = tiny_http.post("/v1/chat/completions", json={**body, "include_diagnostics": False})
-    assert "diagnostics" not in plain.json()
+    # Any diagnostics_level asks for the object, include_diagnostics or not.
+    level_only = {**body, "include_diagnostics": False}
+    assert tiny_http.post("/v1/chat/completions", json=level_only).json()["diagnostics"]
+    plain = {k: v for k, v in body.items() if "diagnostics" not in k}
+    assert "diagnostics" not in tiny_http.post("/v1/chat/completions", json=plain).json()
     caps = tiny_http.get("/v1/capabilities").json()
     assert caps["features"]["request_diagnostics"] is True
 

@@ -464,6 +464,11 @@ def test_preemptions_are_counted_and_recomputes_are_no_new_queries(
         assert all(isinstance(f, Finished) and f.usage.completion_tokens == 100 for f in finals)
         stats = await _stats_where(client, lambda s: s.total_requests_processed == 4)
         assert stats.num_preemptions > 0
+        facts = [f.facts for f in finals if isinstance(f, Finished)]
+        assert any(fact.preempted for fact in facts)  # the final events say which
+        # All four were accepted before any finished: each saw the ones accepted before it.
+        seen = sorted(f.running_at_admission + f.waiting_at_admission for f in facts)
+        assert seen == [0, 1, 2, 3]
         assert stats.cache.blocks_total == 16
         assert stats.cache.query_tokens == sum(map(len, prompts))
         cached = sum(f.usage.cached_tokens for f in finals if isinstance(f, Finished))

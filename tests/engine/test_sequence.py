@@ -16,6 +16,7 @@ from vllm_mlx.engine.types import (
     FinishReason,
     GenerationRequest,
     SamplingParams,
+    SequenceFacts,
     TokenDelta,
     Usage,
 )
@@ -101,6 +102,15 @@ def test_plain_tokens_stream_one_delta_each() -> None:
         ("!", (3,)),
     ]
     assert sink.finished == Finished(FinishReason.LENGTH, Usage(len(PROMPT), 3))
+
+
+def test_the_final_event_carries_the_sequence_facts() -> None:
+    state, sink = _seq(max_tokens=2)
+    state.preempted = True
+    state.running_at_admission, state.waiting_at_admission = 3, 1
+    _feed(state, [1, 2])
+    facts = SequenceFacts("miss", preempted=True, running_at_admission=3, waiting_at_admission=1)
+    assert sink.finished.facts == facts
 
 
 def test_eos_stops_and_is_not_emitted() -> None:

@@ -166,7 +166,7 @@ def test_metrics_read_the_monitor_and_skip_probe_sequences() -> None:
 def status_divergence_without_monitor() -> dict[str, object]:
     from types import SimpleNamespace
 
-    from vllm_mlx.api.status import _divergence
+    from vllm_mlx.api.diagnostics import divergence_summary
     from vllm_mlx.config import PolicyConfig
 
-    return _divergence(SimpleNamespace(divergence=None, policy=PolicyConfig()))  # type: ignore[arg-type]
+    return divergence_summary(SimpleNamespace(divergence=None, policy=PolicyConfig()))  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from vllm_mlx.engine.types import (
     LogitsProcessorFactory,
     TokenDelta,
     TokenLogprob,
+    Usage,
 )
 
 
@@ -82,6 +83,21 @@ async def merged_events(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def request_usage(usages: Sequence[Usage], prompt_count: int) -> Usage:
+    """A request's usage over its sequences (choice order, prompt by prompt).
+
+    Prompt and cached tokens count once per prompt (its first sequence's), completion
+    tokens once per sequence.
+    """
+    per_prompt = max(1, len(usages) // max(1, prompt_count))
+    firsts = usages[::per_prompt]
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in firsts),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in firsts),
+    )
 
 
 def raise_for_event(event: EngineEvent, timeout_s: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request
 
 from vllm_mlx.api.context import ServingContext, serving
+from vllm_mlx.api.diagnostics import divergence_summary
 from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.schemas import ServerStatus
@@ -25,6 +26,7 @@ class _Concurrency(Protocol):
 
     active: int
     peak: int
+
 
 _GB = 1024**3
 
@@ -73,7 +75,7 @@ async def status(request: Request) -> dict[str, Any]:
             "deterministic": ctx.policy.deterministic,
         },
         "memory": ctx.memory.summary() if ctx.memory is not None else None,
-        "batch_divergence": _divergence(ctx),
+        "batch_divergence": divergence_summary(ctx),
         "repetition": _repetition(ctx, stats),
         "requests": [
             {
@@ -109,22 +111,3 @@ def _repetition(ctx: ServingContext, stats: EngineStats) -> dict[str, Any]:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
-
-
-def _divergence(ctx: ServingContext) -> dict[str, object]:
-    """The monitor's summary, or the same shape saying it does not run."""
-    if ctx.divergence is not None:
-        return ctx.divergence.summary()
-    config = ctx.policy.divergence
-    return {
-        "enabled": False,
-        "status": "disabled",
-        "agreement": None,
-        "last_probe_at": None,
-        "probes_run": 0,
-        "probes_failed": 0,
-        "threshold": config.threshold,
-        "action": config.action.value,
-        "serializing": False,
-        "interval_s": config.interval_s,
-    }

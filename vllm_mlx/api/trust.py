@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.config import RepetitionPolicy
@@ -44,13 +45,21 @@ def is_trusted(
     return is_loopback(client_host) and is_loopback(bind_host)
 
 
+@dataclass(frozen=True)
+class RepetitionDecision:
+    """The request's loop-detector mode, and what became of its override."""
+
+    mode: RepetitionPolicy
+    override_accepted: bool | None = None  # None: the request sent no override
+
+
 def repetition_mode(
     ctx: ServingContext, override: str | None, client_host: str | None, request_id: str
-) -> RepetitionPolicy:
-    """The request's loop-detector mode: a trusted override, else the server's."""
+) -> RepetitionDecision:
+    """A trusted override, else the server's mode; overrides are counted and refusals logged."""
     policy = ctx.policy
     if override is None:
-        return policy.repetition_policy
+        return RepetitionDecision(policy.repetition_policy)
     trusted = is_trusted(
         client_host, ctx.bind_host, bool(policy.api_key), policy.trust_requests_when_auth_disabled
     )
@@ -62,6 +71,6 @@ def repetition_mode(
             override,
             client_host or "unknown",
         )
-        return policy.repetition_policy
+        return RepetitionDecision(policy.repetition_policy, override_accepted=False)
     ctx.repetition_overrides.accepted += 1
-    return RepetitionPolicy(override)
+    return RepetitionDecision(RepetitionPolicy(override), override_accepted=True)

@@ -246,6 +246,8 @@ class EngineCore:
             self._config.stream_interval,
             limit,
         )
+        seq.running_at_admission = len(self._scheduler.running)
+        seq.waiting_at_admission = len(self._scheduler.waiting)
         self._scheduler.add(seq)
         self._counters.refresh_soon()  # a new request shows in /v1/status after this step
 
@@ -284,6 +286,7 @@ class EngineCore:
             self._fail(seq, ErrorKind.INVALID_REQUEST, "the request does not fit in the KV cache")
         self._counters.preemptions += len(plan.preempted)
         for seq in plan.preempted:
+            seq.preempted = True
             log.info("preempted %s (KV cache full); it will be recomputed", seq.request_id)
         start = time.perf_counter()
         try:

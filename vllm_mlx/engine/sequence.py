@@ -20,6 +20,7 @@ from vllm_mlx.engine.types import (
     Finished,
     FinishReason,
     GenerationRequest,
+    SequenceFacts,
     TokenDelta,
     TokenLogprob,
     TopLogprob,
@@ -76,6 +77,9 @@ class SequenceState:
         self.finished = False
         self.finish_reason: FinishReason | None = None
         self.loop_trigger: str | None = None  # set when the repetition detector stopped it
+        self.preempted = False  # requeued at least once to recompute
+        self.running_at_admission = 0  # the scheduler's queues when the engine accepted it
+        self.waiting_at_admission = 0
         self._decoder = decoder
         skip = request.skip_special_tokens
         self._decode = lambda ids: decoder.decode(ids, skip)
@@ -165,7 +169,10 @@ class SequenceState:
         self._flush_delta()
         usage = Usage(len(self.prompt), len(self.output_ids), self.cached_tokens)
         because = REPETITION_DETECTED if self.loop_trigger is not None else None
-        self.sink(Finished(reason, usage, stop_sequence, because, self.loop_trigger))
+        facts = SequenceFacts(
+            self.hit_type, self.preempted, self.running_at_admission, self.waiting_at_admission
+        )
+        self.sink(Finished(reason, usage, stop_sequence, because, self.loop_trigger, facts))
 
     def _flush_delta(self) -> None:
         text = "".join(self._buf_text)

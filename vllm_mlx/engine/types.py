@@ -102,12 +102,23 @@ REPETITION_DETECTED = "repetition_detected"  # Finished.stop_reason of a detecte
 
 
 @dataclass(frozen=True)
+class SequenceFacts:
+    """What the engine saw of one sequence, for per-request diagnostics."""
+
+    cache_hit_type: str = "miss"  # how the prompt met the prefix cache (HitType's value)
+    preempted: bool = False  # requeued at least once to recompute (the KV pool was full)
+    running_at_admission: int = 0  # other sequences running when the engine accepted it
+    waiting_at_admission: int = 0  # other sequences waiting then
+
+
+@dataclass(frozen=True)
 class Finished:
     reason: FinishReason
     usage: Usage
     stop_sequence: str | None = None  # the stop string that matched, if any
     stop_reason: str | None = None  # why a STOP came early: REPETITION_DETECTED, else None
     stop_reason_detail: str | None = None  # the detector's trigger, e.g. "token_run_len_8"
+    facts: SequenceFacts = field(default_factory=SequenceFacts)
 
 
 class ErrorKind(StrEnum):

@@ -233,8 +233,13 @@ def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:
 
 
 def generation_request(
-    request_id: str, prepared: PreparedPrompt, body: MessagesRequest, ctx: ServingContext
+    request_id: str,
+    prepared: PreparedPrompt,
+    body: MessagesRequest,
+    ctx: ServingContext,
+    max_tokens_factor: float,
 ) -> GenerationRequest:
+    """The one sequence; ``max_tokens_factor`` is ServingContext.max_tokens_factor, read once."""
     spec = RequestSpec(
         protocol_defaults=DEFAULTS,
         numbered_ids=False,
@@ -247,7 +252,7 @@ def generation_request(
         stop=tuple(body.stop_sequences or ()),
         # /v1/messages has no repetition override: the server's mode applies.
     )
-    (request,) = generation_requests(ctx, request_id, prepared, spec, ctx.max_tokens_factor())
+    (request,) = generation_requests(ctx, request_id, prepared, spec, max_tokens_factor)
     return request
 
 

@@ -119,6 +119,8 @@ class MessagesRequest(_Strict):
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
     context_management: ContextManagement | None = None
+    include_diagnostics: bool = False  # adds "diagnostics" (api/diagnostics.py) at level basic
+    diagnostics_level: Literal["basic", "deep"] | None = None  # any level adds it too
 
     _turns = field_validator("messages")(_has_turn)
 
@@ -164,6 +166,7 @@ class MessageResponse(BaseModel):
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None
     stop_sequence: str | None
     usage: MessageUsage
+    diagnostics: dict[str, Any] | None = None  # asked for; streamed, it is in message_delta
 
 
 class StreamEvent(BaseModel):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vllm_mlx.api.anthropic.adapter import tool_input
+from vllm_mlx.api.diagnostics import DiagnosticsFn
 from vllm_mlx.api.errors import APIError
 from vllm_mlx.api.generation import ChoiceResult, merged_events, raise_for_event
 from vllm_mlx.api.output import OutputAccumulator, OutputDelta, OutputProcessor
@@ -57,8 +58,12 @@ def usage_body(usage: Usage) -> dict[str, int]:
 
 
 def full_message(
-    meta: MessageMeta, result: ChoiceResult, make_output: Callable[[], OutputProcessor]
+    meta: MessageMeta,
+    result: ChoiceResult,
+    make_output: Callable[[], OutputProcessor],
+    diagnostics: DiagnosticsFn | None = None,
 ) -> dict[str, Any]:
+    """The message body; ``diagnostics``, when asked, adds a top-level ``diagnostics``."""
     assert result.finished is not None
     processor, out = make_output(), OutputAccumulator()
     out.add(processor.feed(result.text, len(result.token_ids)))
@@ -73,6 +78,7 @@ def full_message(
         block = {"type": "tool_use", "id": call.id, "name": call.name}
         content.append({**block, "input": tool_input(call.arguments)})
     finished = result.finished
+    extra = {"diagnostics": diagnostics([finished])} if diagnostics is not None else {}
     return {
         "id": meta.id,
         "type": "message",
@@ -83,6 +89,7 @@ def full_message(
         "stop_sequence": finished.stop_sequence,
         **_detail(finished),
         "usage": usage_body(finished.usage),
+        **extra,
     }
 
 
@@ -146,8 +153,12 @@ async def stream_message(
     meta: MessageMeta,
     make_output: Callable[[], OutputProcessor],
     timeout_s: float,
+    diagnostics: DiagnosticsFn | None = None,
 ) -> AsyncIterator[bytes]:
-    """Anthropic SSE events for one generation; failures become an error event."""
+    """Anthropic SSE events for one generation; failures become an error event.
+
+    ``diagnostics``, when asked, adds ``diagnostics`` to the message_delta event.
+    """
     start: dict[str, Any] = {
         "id": meta.id,
         "type": "message",
@@ -175,7 +186,10 @@ async def stream_message(
                     "stop_sequence": ev.stop_sequence,
                     **_detail(ev),
                 }
-                yield event("message_delta", {"delta": delta, "usage": usage_body(ev.usage)})
+                closing = {"delta": delta, "usage": usage_body(ev.usage)}
+                if diagnostics is not None:
+                    closing["diagnostics"] = diagnostics([ev])
+                yield event("message_delta", closing)
                 yield event("message_stop", {})
     except APIError as exc:
         yield event("error", {"error": exc.anthropic_body()["error"]})

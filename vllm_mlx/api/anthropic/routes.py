@@ -17,6 +17,7 @@ from vllm_mlx.api.anthropic.protocol import (
     StreamEvent,
 )
 from vllm_mlx.api.context import new_id, request_id_of, serving
+from vllm_mlx.api.diagnostics import DiagnosticsRequest, diagnostics_fn, requested_level
 from vllm_mlx.api.errors import AnthropicErrorBody
 from vllm_mlx.api.generation import collect
 from vllm_mlx.api.http import parse_body, until_disconnect, watch_stream
@@ -36,15 +37,20 @@ async def messages(request: Request) -> Response:
     body = await parse_body(request, MessagesRequest)
     ctx.check_model(body.model)
     prepared = await asyncio.to_thread(adapter.prepare_messages, body, ctx)
-    gen = adapter.generation_request(request_id_of(request), prepared, body, ctx)
+    factor = ctx.max_tokens_factor()
+    gen = adapter.generation_request(request_id_of(request), prepared, body, ctx, factor)
     meta = render.MessageMeta(new_id("msg_"), body.model)
+    level = requested_level(body.include_diagnostics, body.diagnostics_level)
+    diagnostics = diagnostics_fn(ctx, DiagnosticsRequest(level, factor))
     if body.stream:
-        events = render.stream_message(ctx.engine, gen, meta, prepared.output, ctx.policy.timeout_s)
+        events = render.stream_message(
+            ctx.engine, gen, meta, prepared.output, ctx.policy.timeout_s, diagnostics
+        )
         return StreamingResponse(watch_stream(events, request), media_type="text/event-stream")
     results = await until_disconnect(request, collect(ctx.engine, [gen], ctx.policy.timeout_s))
     if results is None:
         return Response(status_code=499)
-    return JSONResponse(render.full_message(meta, results[0], prepared.output))
+    return JSONResponse(render.full_message(meta, results[0], prepared.output, diagnostics))
 
 
 @router.post(

@@ -19,14 +19,19 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from vllm_mlx.api.context import ServingContext, request_id_of
-from vllm_mlx.api.diagnostics import diagnostics_body
+from vllm_mlx.api.diagnostics import DiagnosticsFn, DiagnosticsRequest, requested_level
 from vllm_mlx.api.errors import APIError
-from vllm_mlx.api.generation import ChoiceResult, collect, merged_events, raise_for_event
+from vllm_mlx.api.generation import (
+    ChoiceResult,
+    collect,
+    merged_events,
+    raise_for_event,
+    request_usage,
+)
 from vllm_mlx.api.http import until_disconnect, watch_stream
 from vllm_mlx.api.openai.protocol import SamplingFields
 from vllm_mlx.api.output import OutputAccumulator, OutputDelta, OutputProcessor
-from vllm_mlx.api.trust import repetition_mode
-from vllm_mlx.config import RepetitionPolicy
+from vllm_mlx.api.trust import RepetitionDecision, repetition_mode
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.engine.types import (
     Finished,
@@ -58,7 +63,11 @@ class RequestScope:
 
     request_id: str  # the request-id middleware's id
     max_tokens_factor: float  # < 1 while memory pressure cuts max_tokens
-    repetition: RepetitionPolicy | None  # a trusted override of the loop detector; None: server's
+    repetition: RepetitionDecision  # the loop detector's mode, and the override's fate
+
+    def diagnostics(self, body: SamplingFields, prompt_count: int) -> DiagnosticsRequest:
+        level = requested_level(body.include_diagnostics, body.diagnostics_level)
+        return DiagnosticsRequest(level, self.max_tokens_factor, self.repetition, prompt_count)
 
 
 def request_scope(request: Request, ctx: ServingContext, body: SamplingFields) -> RequestScope:
@@ -72,10 +81,10 @@ async def respond(
     request: Request,
     ctx: ServingContext,
     body: SamplingFields,
-    scope: RequestScope,
     requests: Sequence[GenerationRequest],
     stream: Callable[[], AsyncIterator[bytes]],
     full: Callable[[list[ChoiceResult]], dict[str, Any]],
+    diagnostics: DiagnosticsFn | None,
 ) -> Response:
     """Stream the SSE chunks, or collect the results into one body (with diagnostics)."""
     if body.stream:
@@ -84,30 +93,19 @@ async def respond(
     if results is None:
         return Response(status_code=499)
     payload = full(results)
-    factor = scope.max_tokens_factor
-    if body.include_diagnostics or factor < 1.0:  # a cut max_tokens is never silent
-        usage = payload["usage"]
-        payload["diagnostics"] = diagnostics_body(
-            ctx,
-            body.diagnostics_level,
-            usage["prompt_tokens"],
-            usage["completion_tokens"],
-            factor,
-        )
+    if diagnostics is not None:
+        payload["diagnostics"] = diagnostics([r.finished for r in results if r.finished])
     return JSONResponse(payload)
 
 
 def usage_body(usages: Sequence[Usage], prompt_count: int) -> dict[str, Any]:
     """Prompt tokens count once per prompt, completion tokens once per choice."""
-    per_prompt = len(usages) // max(1, prompt_count)
-    prompt = sum(u.prompt_tokens for u in usages[::per_prompt]) if usages else 0
-    cached = sum(u.cached_tokens for u in usages[::per_prompt]) if usages else 0
-    completion = sum(u.completion_tokens for u in usages)
+    usage = request_usage(usages, prompt_count)
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 
@@ -166,6 +164,7 @@ class StreamOptions:
     prompt_count: int
     timeout_s: float
     make_output: Callable[[], OutputProcessor] = OutputProcessor
+    diagnostics: DiagnosticsFn | None = None  # None: the stream carries no diagnostics
 
 
 class ChoiceStream(ABC):
@@ -204,31 +203,44 @@ async def stream_chunks(
     opening: Sequence[dict[str, Any]],
     opts: StreamOptions,
 ) -> AsyncIterator[bytes]:
-    """SSE chunks as OpenAI sends them; ``opening`` choices go first, errors end as a chunk."""
+    """SSE chunks as OpenAI sends them; ``opening`` choices go first, errors end as a chunk.
+
+    Diagnostics ride on the closing usage chunk; without ``include_usage``, on the chunk
+    that finishes the last choice.
+    """
     base = {"id": meta.id, "object": chunk_object, "created": meta.created, "model": meta.model}
     usage_field = {"usage": None} if opts.include_usage else {}
-    usages: dict[int, Usage] = {}  # by choice index: usage_body relies on that order
+    finished: dict[int, Finished] = {}  # by choice index: usage and diagnostics read that order
     for first in opening:
         yield sse({**base, "choices": [first], **usage_field})
     try:
         async for index, event in merged_events(engine, requests):
             raise_for_event(event, opts.timeout_s)
             choice: dict[str, Any] | None = None
+            extra: dict[str, Any] = {}
             if isinstance(event, TokenDelta):
                 choice = streams[index].delta(event)
             elif isinstance(event, Finished):
-                usages[index] = event.usage
+                finished[index] = event
                 choice = streams[index].final(event)
+                if len(finished) == len(requests) and not opts.include_usage:
+                    extra = _diagnostics_field(opts, finished)
             if choice is not None:
-                yield sse({**base, "choices": [choice], **usage_field})
+                yield sse({**base, "choices": [choice], **usage_field, **extra})
     except APIError as exc:
         yield sse(exc.openai_body())
         yield sse("[DONE]")
         return
     if opts.include_usage:
-        ordered = [usages[i] for i in sorted(usages)]
-        yield sse({**base, "choices": [], "usage": usage_body(ordered, opts.prompt_count)})
+        usage = usage_body([finished[i].usage for i in sorted(finished)], opts.prompt_count)
+        yield sse({**base, "choices": [], "usage": usage, **_diagnostics_field(opts, finished)})
     yield sse("[DONE]")
+
+
+def _diagnostics_field(opts: StreamOptions, finished: dict[int, Finished]) -> dict[str, Any]:
+    if opts.diagnostics is None:
+        return {}
+    return {"diagnostics": opts.diagnostics([finished[i] for i in sorted(finished)])}
 
 
 def now() -> int:

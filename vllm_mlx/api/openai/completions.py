@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from vllm_mlx.api.context import ServingContext, new_id
+from vllm_mlx.api.diagnostics import diagnostics_fn
 from vllm_mlx.api.generation import ChoiceResult
 from vllm_mlx.api.openai import adapter, common
 from vllm_mlx.api.openai.common import ResponseMeta, StreamOptions
@@ -27,24 +28,30 @@ async def create(request: Request, ctx: ServingContext, body: CompletionRequest)
     ctx.check_model(body.model)
     prepared = await asyncio.to_thread(adapter.prepare_completion, body, ctx)
     scope = common.request_scope(request, ctx, body)
-    spec = adapter.completion_spec(body, ctx, scope.repetition)
+    spec = adapter.completion_spec(body, ctx, scope.repetition.mode)
     gen = generation_requests(ctx, scope.request_id, prepared, spec, scope.max_tokens_factor)
     meta = ResponseMeta(new_id("cmpl-"), body.model, common.now())
     want_logprobs, prompts = spec.top_logprobs is not None, len(prepared.prompts)
     echo = echo_texts(body, prepared.prompts, ctx)
+    diagnostics = diagnostics_fn(ctx, scope.diagnostics(body, prompts))
     opts = StreamOptions(
-        body.include_usage, want_logprobs, prompts, ctx.policy.timeout_s, prepared.output
+        body.include_usage,
+        want_logprobs,
+        prompts,
+        ctx.policy.timeout_s,
+        prepared.output,
+        diagnostics,
     )
     return await common.respond(
         request,
         ctx,
         body,
-        scope,
         gen,
         stream=lambda: stream_response(ctx.engine, gen, meta, opts, echo),
         full=lambda results: full_response(
             meta, results, prompts, want_logprobs, echo, prepared.output
         ),
+        diagnostics=diagnostics,
     )
 
 

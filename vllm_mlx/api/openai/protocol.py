@@ -111,8 +111,8 @@ class SamplingFields(_Strict):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM extension, used by benchmarks
-    include_diagnostics: bool = False
-    diagnostics_level: Literal["basic", "deep"] = "basic"
+    include_diagnostics: bool = False  # adds "diagnostics" (api/diagnostics.py) at level basic
+    diagnostics_level: Literal["basic", "deep"] | None = None  # any level adds it too
     repetition_policy_override: Literal["safe", "strict"] | None = None  # trusted clients only
 
     @field_validator("stop")
@@ -301,6 +301,8 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None  # with stream_options.include_usage: set in the last chunk
+    # With diagnostics: on the usage chunk, else on the chunk that finishes the last choice.
+    diagnostics: dict[str, Any] | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -330,3 +332,4 @@ class CompletionChunk(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    diagnostics: dict[str, Any] | None = None  # as in ChatCompletionChunk
