@@ -12,6 +12,7 @@ from vllm_mlx.api.anthropic.protocol import (
     ImageBlock,
     Message,
     MessagesRequest,
+    RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
     ToolResultBlock,
@@ -95,7 +96,7 @@ def _assistant_message(message: Message) -> dict[str, Any]:
         elif isinstance(block, ToolUseBlock):
             function = {"name": block.name, "arguments": block.input}
             calls.append({"id": block.id, "type": "function", "function": function})
-        elif not isinstance(block, ThinkingBlock):  # earlier thinking is not replayed
+        elif not isinstance(block, ThinkingBlock | RedactedThinkingBlock):  # not replayed
             raise InvalidRequest(f"assistant messages cannot hold {block.type} blocks", "messages")
     item: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if calls:

@@ -39,14 +39,20 @@ class ToolResultBlock(_Strict):
 
 
 class ThinkingBlock(_Strict):
-    type: Literal["thinking", "redacted_thinking"]
+    type: Literal["thinking"]
     thinking: str = ""
     signature: str | None = None
+
+
+class RedactedThinkingBlock(_Strict):
+    # One literal per block type: a discriminator value shared by two names documents
+    # a schema that OpenAPI tools read as narrower than what is accepted.
+    type: Literal["redacted_thinking"]
     data: str | None = None
 
 
 ContentBlock = Annotated[
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
+    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
     Field(discriminator="type"),
 ]
 
