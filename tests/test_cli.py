@@ -47,3 +47,10 @@ def test_deterministic_forces_simple(mode: tuple[str, ...]) -> None:
     assert cfg.policy.deterministic is True
     assert cfg.engine.runtime_mode is RuntimeMode.SIMPLE
     assert config(*mode).engine.runtime_mode is not RuntimeMode.SIMPLE
+
+
+def test_embedding_model_option() -> None:
+    assert config().embedding.model is None  # the embedded default, loaded on first use
+    assert config("--embedding-model", "BAAI/bge-small-en-v1.5").embedding.model == (
+        "BAAI/bge-small-en-v1.5"
+    )

@@ -17,6 +17,7 @@ from vllm_mlx.config import (
     DivergenceAction,
     DivergenceConfig,
     DType,
+    EmbeddingConfig,
     EngineConfig,
     MemoryAction,
     MemoryConfig,
@@ -88,6 +89,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=[d.value for d in DType], default="auto",
                    help="weight dtype; auto picks the fastest that fits the device "
                         "(float32 on CPU, stored dtype on GPU)")  # fmt: skip
+    p.add_argument("--embedding-model", default=None,
+                   help="embedding model for /v1/embeddings (local folder or HF repo id), "
+                        "loaded at start; omit for the embedded all-MiniLM-L6-v2, loaded "
+                        "on first use")  # fmt: skip
     p.add_argument("--api-key", default=None,
                    help="require this key (Bearer or x-api-key) on every route but /health; "
                         "also read from VLLM_MLX_API_KEY")  # fmt: skip
@@ -242,6 +247,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
             ),
         ),
         agent=agent_config(args),
+        embedding=EmbeddingConfig(model=args.embedding_model),
     )
 
 

@@ -127,6 +127,15 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class EmbeddingConfig:
+    """/v1/embeddings: its model and how its worker batches (vllm_mlx/embeddings/)."""
+
+    model: str | None = None  # folder or HF repo id, loaded at start; None = embedded default
+    max_batch_size: int = 64  # rows per encoder forward pass
+    max_batch_tokens: int = 16384  # rows x padded length per encoder forward pass
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8000
@@ -135,3 +144,4 @@ class ServerConfig:
     engine: EngineConfig = EngineConfig()
     policy: PolicyConfig = PolicyConfig()
     agent: AgentConfig = AgentConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()

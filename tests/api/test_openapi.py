@@ -18,7 +18,11 @@ from vllm_mlx.api.errors import (
     ModelNotFound,
     OpenAIErrorBody,
 )
-from vllm_mlx.api.openai.protocol import ChatCompletionRequest, CompletionRequest
+from vllm_mlx.api.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+)
 from vllm_mlx.api.openapi import REF_TEMPLATE
 from vllm_mlx.config import ServerConfig
 from vllm_mlx.server.app import create_app
@@ -26,6 +30,7 @@ from vllm_mlx.server.app import create_app
 REQUESTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
     "/v1/messages": MessagesRequest,
     "/v1/messages/count_tokens": CountTokensRequest,
 }
@@ -36,6 +41,7 @@ RESPONSES = {
     "/v1/status": "ServerStatus",
     "/v1/chat/completions": "ChatCompletion",
     "/v1/completions": "Completion",
+    "/v1/embeddings": "EmbeddingList",
     "/v1/messages": "MessageResponse",
     "/v1/messages/count_tokens": "CountTokensResponse",
 }

@@ -12,6 +12,7 @@ from vllm_mlx.api.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
+    EmbeddingRequest,
     ImagePart,
     TextPart,
 )
@@ -261,3 +262,37 @@ def test_repetition_policy_override_values(make: Any) -> None:
     assert make(repetition_policy_override="safe").repetition_policy_override == "safe"
     for bad in ("off", "STRICT", "", 1):
         assert "repetition_policy_override" in _error(make, repetition_policy_override=bad)
+
+
+def embedding(**fields: Any) -> EmbeddingRequest:
+    return EmbeddingRequest.model_validate_json(json.dumps(fields))
+
+
+@pytest.mark.parametrize("value", ["hi", ["a", "b"], [1, 2], [[1], [2, 3]]])
+def test_embedding_input_shapes(value: Any) -> None:
+    body = embedding(input=value)
+    assert body.input == value
+    assert (body.model, body.encoding_format, body.truncate) == ("default", "float", False)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "empty"),
+        ([], "empty"),
+        (["a", ""], "input[1] is an empty string"),
+        ([[1], []], "input[1] is an empty token list"),
+        ([3, -1], "not negative"),
+        ([[3, -1]], "input[0]: token ids are not negative"),
+        (["a"] * 2049, "at most 2048"),
+    ],
+)
+def test_embedding_input_refusals(value: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("[", r"\[")):
+        embedding(input=value)
+
+
+@pytest.mark.parametrize("fields", [{"input": 1}, {"input": "a", "dimensions": 0}, {}])
+def test_embedding_field_types(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        embedding(**fields)

@@ -13,6 +13,7 @@ from vllm_mlx.api.openai import protocol
 from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.requests import server_defaults
 from vllm_mlx.api.schemas import Capabilities, Health, ModelList
+from vllm_mlx.embeddings.service import EmbeddingService
 
 router = APIRouter()
 
@@ -48,22 +49,26 @@ async def health(request: Request) -> JSONResponse:
 async def models(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     created = int(ctx.started_at)
+    cards = [_card(name, created, ctx.context_length) for name in ctx.model_names]
+    embeddings: EmbeddingService | None = getattr(request.app.state, "embeddings", None)
+    if embeddings is not None and embeddings.unavailable is None:
+        cards.append(_card(embeddings.model_id, created, embeddings.window))
+    return {"object": "list", "data": cards}
+
+
+def _card(name: str, created: int, window: int) -> dict[str, Any]:
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "vllm-mlx",
-                "max_model_len": ctx.context_length,
-            }
-            for name in ctx.model_names
-        ],
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm-mlx",
+        "max_model_len": window,
     }
 
 
-def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, Any]:
+def capabilities_body(
+    ctx: ServingContext, device: dict[str, str], embeddings: EmbeddingService | None = None
+) -> dict[str, Any]:
     policy, engine = ctx.policy, ctx.engine_config
     sampling = server_defaults(ctx)
     override = "trusted-only"
@@ -77,6 +82,7 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
         "endpoints": [
             "/v1/chat/completions",
             "/v1/completions",
+            "/v1/embeddings",
             "/v1/messages",
             "/v1/messages/count_tokens",
             "/v1/models",
@@ -98,7 +104,8 @@ def capabilities_body(ctx: ServingContext, device: dict[str, str]) -> dict[str, 
             "reasoning_parser": ctx.agent.reasoning_parser,
             "structured_output": ctx.constraints is not None,
             "anthropic_messages": True,
-            "embeddings": False,
+            "embeddings": embeddings is not None and embeddings.unavailable is None,
+            "embedding_model": embeddings.model_id if embeddings is not None else None,
             "request_diagnostics": True,
             "strict_model_id": policy.strict_model_id,
             "deterministic": policy.deterministic,
@@ -170,4 +177,5 @@ def _runtime(ctx: ServingContext) -> dict[str, Any]:
 )
 async def capabilities(request: Request) -> dict[str, Any]:
     ctx = serving(request)
-    return capabilities_body(ctx, request.app.state.device)
+    embeddings = getattr(request.app.state, "embeddings", None)
+    return capabilities_body(ctx, request.app.state.device, embeddings)

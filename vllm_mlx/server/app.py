@@ -24,6 +24,7 @@ from vllm_mlx.backend.memory import device_info
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import RuntimeMode, ServerConfig
+from vllm_mlx.embeddings.service import EmbeddingService, build_service
 from vllm_mlx.engine.client import EngineClient
 from vllm_mlx.server.drain import Drain
 from vllm_mlx.server.middleware.admission import AdmissionMiddleware, Gate, queue_gate
@@ -54,10 +55,16 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     engine = EngineClient(load or default_loader(config), config.engine, server_metrics.observe)
     memory = MemoryMonitor(config.policy.memory, process_usage(lambda: _device_bytes(engine)))
     divergence = _divergence_monitor(config)
+    embeddings = build_service(config.embedding, config.model.dtype)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = await engine.start()
+        try:
+            await _start_embeddings(embeddings)
+        except BaseException:
+            await engine.stop()
+            raise
         app.state.device = {**asdict(device_info()), "dtype": loaded.dtype, "blas": loaded.blas}
         tokenizer = Tokenizer(loaded.tokenizer, loaded.eos_token_ids)
         app.state.model_facts = model_facts(loaded)  # before serving: diagnostics read it
@@ -93,6 +100,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(embeddings.worker.stop)
             await engine.stop()
 
     app = FastAPI(title="vllm-mlx", version=__version__, lifespan=lifespan)
@@ -101,6 +109,8 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.state.memory_monitor = memory
     app.state.divergence = divergence  # None when --batch-divergence-monitor is off
     app.state.drain = Drain()
+    app.state.embeddings = embeddings
+    app.state.timeout_s = config.policy.timeout_s
     per_min = config.policy.rate_limit_per_min
     limiter = RateLimiter(per_min) if per_min > 0 else None
     app.state.rate_limiter = limiter  # None when off; the metrics read .refused
@@ -123,6 +133,17 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_mb=config.policy.max_request_mb)
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 401 carries the id
     return app
+
+
+async def _start_embeddings(service: EmbeddingService) -> None:
+    """A pinned --embedding-model loads now (a bad one fails the start); the default waits."""
+    if service.pinned:
+        model = await service.worker.model()
+        log.info("embeddings: serving %s", model.model_id)
+    elif service.unavailable is None:
+        log.info("embeddings: %s loads on first use", service.model_id)
+    else:
+        log.warning("embeddings unavailable: %s", service.unavailable)
 
 
 def _divergence_monitor(config: ServerConfig) -> DivergenceMonitor | None:

@@ -1,7 +1,8 @@
 """OpenAI request bodies, and the response bodies /openapi.json documents.
 
 Requests are strict: a wrong type is a 400, never a silent coercion. Responses
-are written by ``chat.py`` and ``completions.py``; their models here only describe them.
+are written by ``chat.py``, ``completions.py`` and ``embeddings.py``; their models here
+only describe them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_COMPLETION_LOGPROBS = 5
 MAX_N = 16
+MAX_EMBEDDING_INPUTS = 2048  # inputs per /v1/embeddings request
 _TOKEN_ID = re.compile(r"-?[0-9]+")
 
 
@@ -201,6 +203,43 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(default=None, ge=1)
 
 
+EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+
+
+class EmbeddingRequest(_Strict):
+    """``POST /v1/embeddings``: OpenAI's body, plus ``truncate``."""
+
+    model: str = "default"
+    input: EmbeddingInput = Field(json_schema_extra=_non_empty_prompt)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    # vllm-mlx: cut inputs longer than the model's window to its length (keeping the
+    # end-of-text token, as sentence-transformers does) instead of refusing them (400).
+    truncate: bool = False
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: EmbeddingInput) -> EmbeddingInput:
+        items: list[str] | list[int] | list[list[int]] = (
+            [value] if isinstance(value, str) else value
+        )
+        if not items:
+            raise ValueError("must not be empty")
+        if len(items) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        for index, item in enumerate(items):
+            if isinstance(item, int):
+                if item < 0:
+                    raise ValueError(f"input[{index}]: token ids are not negative")
+            elif not item:
+                what = "string" if isinstance(item, str) else "token list"
+                raise ValueError(f"input[{index}] is an empty {what}")
+            elif isinstance(item, list) and min(item) < 0:
+                raise ValueError(f"input[{index}]: token ids are not negative")
+        return value
+
+
 # -- response bodies (documentation: chat.py and completions.py write them) ----------
 
 FinishReasonName = Literal["stop", "length", "tool_calls"]
@@ -333,3 +372,21 @@ class CompletionChunk(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     diagnostics: dict[str, Any] | None = None  # as in ChatCompletionChunk
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"]
+    index: int  # the input's position in the request
+    embedding: list[float] | str  # floats, or base64 of little-endian float32
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage

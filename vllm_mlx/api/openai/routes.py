@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from vllm_mlx.api.context import serving
 from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.http import parse_body
-from vllm_mlx.api.openai import chat
+from vllm_mlx.api.openai import chat, embeddings
 from vllm_mlx.api.openai import completions as text_completions
 from vllm_mlx.api.openai.protocol import (
     ChatCompletion,
@@ -17,6 +17,8 @@ from vllm_mlx.api.openai.protocol import (
     Completion,
     CompletionChunk,
     CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
 )
 from vllm_mlx.api.openapi import json_body, response_docs
 
@@ -45,3 +47,15 @@ async def completions(request: Request) -> Response:
     ctx = serving(request)
     body = await parse_body(request, CompletionRequest)
     return await text_completions.create(request, ctx, body)
+
+
+@router.post(
+    "/v1/embeddings",
+    openapi_extra=json_body(EmbeddingRequest),
+    responses=response_docs(EmbeddingList, OpenAIErrorBody),
+)
+async def create_embeddings(request: Request) -> Response:
+    """OpenAI embeddings, from the embedding model (vllm_mlx/embeddings/)."""
+    service = embeddings.embedding_service(request)
+    body = await parse_body(request, EmbeddingRequest)
+    return await embeddings.create(service, body, request.app.state.timeout_s)
