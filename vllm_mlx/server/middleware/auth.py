@@ -32,9 +32,14 @@ class APIKeyMiddleware:
         await response(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        headers = dict(scope["headers"])
-        bearer = headers.get(b"authorization", b"")
-        candidates = [headers.get(b"x-api-key", b"")]
-        if bearer[:7].lower() == b"bearer ":
-            candidates.append(bearer[7:].strip())
-        return any(hmac.compare_digest(c, self._key) for c in candidates if c)
+        return any(hmac.compare_digest(key, self._key) for key in sent_keys(scope))
+
+
+def sent_keys(scope: Scope) -> list[bytes]:
+    """The API keys a request sends: ``x-api-key`` first, then a Bearer token."""
+    headers = dict(scope["headers"])
+    keys = [headers.get(b"x-api-key", b"")]
+    bearer = headers.get(b"authorization", b"")
+    if bearer[:7].lower() == b"bearer ":
+        keys.append(bearer[7:].strip())
+    return [key for key in keys if key]

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_mlx.api.errors import APIError, ErrorType, error_response
+from vllm_mlx.server.middleware.auth import sent_keys
 
 # Inference routes; /health and every other route never count.
 LIMITED_PATHS = frozenset(
@@ -57,13 +58,9 @@ class RateLimiter:
 def client_id(scope: Scope) -> str:
     """Who sent the request: a hash of its API key (``x-api-key`` or Bearer) when one
     is sent, else the peer address. The raw key is never kept."""
-    headers = dict(scope["headers"])
-    key = headers.get(b"x-api-key", b"").strip()
-    authorization = headers.get(b"authorization", b"")
-    if not key and authorization[:7].lower() == b"bearer ":
-        key = authorization[7:].strip()
-    if key:
-        return "key:" + hashlib.sha256(key).hexdigest()[:32]
+    keys = sent_keys(scope)
+    if keys:
+        return "key:" + hashlib.sha256(keys[0]).hexdigest()[:32]
     peer = scope.get("client")
     return f"addr:{peer[0] if peer else 'unknown'}"
 
