@@ -199,8 +199,8 @@ class PagedKVStorage:
             joins = [
                 _GatherIndex(mx.array([j.block_table], dtype=mx.int32)) for j in layout.slots.joins
             ]
-            rows = mx.arange(layout.slots.batch)  # built once, shared by every layer
-            return [SlotLayerCache(self, i, layout, joins, rows) for i in range(len(self.keys))]
+            writes = _SlotWriteIndex(layout.slots.columns)  # built once, shared by every layer
+            return [SlotLayerCache(self, i, layout, joins, writes) for i in range(len(self.keys))]
         index = _GatherIndex(layout.tables)
         return [PagedLayerCache(self, i, layout, index) for i in range(len(self.keys))]
 
@@ -234,6 +234,26 @@ class _GatherIndex:
         if key not in self._built:
             head_base = mx.arange(heads, dtype=mx.int32)[None, :, None] * blocks
             self._built[key] = head_base + self._tables[:, None]
+        return self._built[key]
+
+
+class _SlotWriteIndex:
+    """Where each slot row's new token goes in a slot array viewed as (rows*heads*cols, dim).
+
+    One flat row index per (row, head) scatters ~3x faster on MLX's CPU backend than
+    indexing the 4-D array by (row, column) pairs.
+    """
+
+    def __init__(self, columns: mx.array) -> None:
+        self._columns = columns
+        self._built: dict[tuple[int, int], mx.array] = {}
+
+    def __call__(self, heads: int, cols: int) -> mx.array:
+        key = (heads, cols)
+        if key not in self._built:
+            batch = self._columns.shape[0]
+            row_head = mx.arange(batch * heads, dtype=mx.int32).reshape(batch, heads)
+            self._built[key] = (row_head * cols + self._columns[:, None]).reshape(-1)
         return self._built[key]
 
 
@@ -303,14 +323,14 @@ class SlotLayerCache(PagedLayerCache):
         index: int,
         layout: BatchLayout,
         joins: list[_GatherIndex],
-        rows: mx.array,
+        writes: _SlotWriteIndex,
     ) -> None:
         assert layout.slots is not None
         self._storage, self._index, self._layout = storage, index, layout
         self.offset = layout.offsets
         self._step = layout.slots
         self._joins = joins
-        self._rows = rows
+        self._writes = writes
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         step, i, storage = self._step, self._index, self._storage
@@ -334,5 +354,7 @@ class SlotLayerCache(PagedLayerCache):
             rows = pool.reshape(-1, bs, dim)[gather(heads, slots // bs)]
             rows = rows.reshape(1, heads, width * bs, dim)[:, :, : join.length]
             dense[join.slot : join.slot + 1, :, : join.length] = rows
-        dense[self._rows, :, step.columns] = new[:, :, 0, :]
-        return dense
+        n_rows, heads, cols, dim = dense.shape
+        flat = dense.reshape(n_rows * heads * cols, dim)
+        flat[self._writes(heads, cols)] = new.reshape(-1, dim)
+        return flat.reshape(n_rows, heads, cols, dim)
