@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vllm_mlx.cli import build_parser, serve_config
 from vllm_mlx.config import DivergenceAction, DivergenceConfig, RuntimeMode, ServerConfig
+from vllm_mlx.mcp.types import Transport
 
 
 def config(*args: str) -> ServerConfig:
@@ -54,3 +57,23 @@ def test_embedding_model_option() -> None:
     assert config("--embedding-model", "BAAI/bge-small-en-v1.5").embedding.model == (
         "BAAI/bge-small-en-v1.5"
     )
+
+
+def test_mcp_config_option(tmp_path: Path) -> None:
+    assert config().mcp is None  # the MCP routes answer 503
+    path = tmp_path / "mcp.json"
+    path.write_text('{"mcpServers": {"files": {"command": "python3", "args": ["s.py"]}}}')
+    mcp = config("--mcp-config", str(path)).mcp
+    assert mcp is not None
+    (server,) = mcp.servers
+    assert (server.name, server.transport, server.command) == ("files", Transport.STDIO, "python3")
+
+
+def test_bad_mcp_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text('{"servers": {"files": {"transport": "stdio"}}}')
+    with pytest.raises(SystemExit) as exit_:
+        config("--mcp-config", str(path))
+    message = str(exit_.value.code)
+    assert message.startswith(f"--mcp-config: {path}: servers.files.command")
+    assert "\n" not in message

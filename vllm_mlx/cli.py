@@ -27,6 +27,7 @@ from vllm_mlx.config import (
     RuntimeMode,
     ServerConfig,
 )
+from vllm_mlx.mcp.types import MCPConfig
 
 
 def _positive_float(text: str) -> float:
@@ -150,6 +151,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--max-thinking-tokens", type=_positive_int, default=None,
                    help="reasoning tokens before the rest is routed to content "
                         "(needs --reasoning-parser)")  # fmt: skip
+    a.add_argument("--mcp-config", default=None, metavar="PATH",
+                   help="MCP servers whose tools /v1/mcp/tools lists and /v1/mcp/execute "
+                        "runs: a JSON or YAML file, Claude Desktop's {\"mcpServers\": ...} "
+                        "or {\"servers\": ...}; a bad file stops the start")  # fmt: skip
     c = p.add_argument_group("production controls")
     c.add_argument("--rate-limit", type=_non_negative_int, default=0, metavar="N",
                    help="requests per minute per client (API key, else address); "
@@ -248,6 +253,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
         ),
         agent=agent_config(args),
         embedding=EmbeddingConfig(model=args.embedding_model),
+        mcp=mcp_config(args.mcp_config),
     )
 
 
@@ -293,6 +299,19 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         reasoning_parser=args.reasoning_parser,
         max_thinking_tokens=args.max_thinking_tokens,
     )
+
+
+def mcp_config(path: str | None) -> MCPConfig | None:
+    """--mcp-config read now: a bad file is one line before the model loads."""
+    if path is None:
+        return None
+    from vllm_mlx.mcp.config import MCPConfigError, load_config
+
+    try:
+        return load_config(path)
+    except MCPConfigError as exc:
+        one_line = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise SystemExit(f"--mcp-config: {one_line}") from None  # names the file
 
 
 def run_serve(config: ServerConfig) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from vllm_mlx.mcp.types import MCPConfig
+
 
 class DType(StrEnum):
     """Weight dtype policy. ``auto`` picks per device; ``keep`` loads as stored."""
@@ -145,3 +147,4 @@ class ServerConfig:
     policy: PolicyConfig = PolicyConfig()
     agent: AgentConfig = AgentConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
+    mcp: MCPConfig | None = None  # --mcp-config, validated; None: the MCP routes answer 503

@@ -16,6 +16,7 @@ class Health(BaseModel):
     model_loaded: bool
     model: str | None = None
     error: str | None = None
+    mcp: dict[str, int] | None = None  # with --mcp-config: servers, connected, tools
 
 
 class ModelCard(BaseModel):
@@ -77,4 +78,5 @@ class ServerStatus(BaseModel):
     device: dict[str, Any]
     cache: dict[str, Any]
     runtime: dict[str, Any]
+    mcp: list[dict[str, Any]] | None = None  # with --mcp-config: each server's state
     requests: list[RequestProgress]

@@ -17,6 +17,8 @@ from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.schemas import ServerStatus
 from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.types import EngineStats
+from vllm_mlx.mcp import routes as mcp_routes
+from vllm_mlx.mcp.types import ToolService
 
 router = APIRouter()
 
@@ -77,6 +79,7 @@ async def status(request: Request) -> dict[str, Any]:
         "memory": ctx.memory.summary() if ctx.memory is not None else None,
         "batch_divergence": divergence_summary(ctx),
         "repetition": _repetition(ctx, stats),
+        "mcp": _mcp(request),
         "requests": [
             {
                 "request_id": r.request_id,
@@ -107,6 +110,14 @@ def _repetition(ctx: ServingContext, stats: EngineStats) -> dict[str, Any]:
         "overrides_accepted": overrides.accepted,
         "overrides_denied": overrides.denied,
     }
+
+
+def _mcp(request: Request) -> list[dict[str, Any]] | None:
+    """Each MCP server's state; None without --mcp-config."""
+    service: ToolService | None = getattr(request.app.state, "mcp", None)
+    if service is None:
+        return None
+    return [mcp_routes.server_body(state) for state in service.servers()]
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -14,6 +14,8 @@ from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.requests import server_defaults
 from vllm_mlx.api.schemas import Capabilities, Health, ModelList
 from vllm_mlx.embeddings.service import EmbeddingService
+from vllm_mlx.mcp import routes as mcp_routes
+from vllm_mlx.mcp.types import ToolService
 
 router = APIRouter()
 
@@ -42,6 +44,9 @@ async def health(request: Request) -> JSONResponse:
     body = {"status": "healthy", "model_loaded": True, "model": ctx.model_id}
     if ctx.memory is not None:
         body["memory_pressure"] = ctx.memory.summary()["pressure"]
+    mcp: ToolService | None = getattr(request.app.state, "mcp", None)
+    if mcp is not None:  # informative only: a failed MCP server leaves the server healthy
+        body["mcp"] = mcp_routes.summary(mcp)
     return JSONResponse(body)
 
 
@@ -67,7 +72,10 @@ def _card(name: str, created: int, window: int) -> dict[str, Any]:
 
 
 def capabilities_body(
-    ctx: ServingContext, device: dict[str, str], embeddings: EmbeddingService | None = None
+    ctx: ServingContext,
+    device: dict[str, str],
+    embeddings: EmbeddingService | None = None,
+    mcp: ToolService | None = None,
 ) -> dict[str, Any]:
     policy, engine = ctx.policy, ctx.engine_config
     sampling = server_defaults(ctx)
@@ -90,6 +98,7 @@ def capabilities_body(
             "/v1/status",
             "/health",
             "/health/diagnostics",
+            *(mcp_routes.ENDPOINTS if mcp is not None else ()),
         ],
         "features": {
             "streaming": True,
@@ -109,6 +118,8 @@ def capabilities_body(
             "request_diagnostics": True,
             "strict_model_id": policy.strict_model_id,
             "deterministic": policy.deterministic,
+            "mcp": mcp is not None,
+            "mcp_tools": len(mcp.tools()) if mcp is not None else 0,
         },
         "diagnostics": {"levels": DIAGNOSTIC_LEVELS, "default_level": "basic"},
         "runtime": _runtime(ctx),
@@ -177,5 +188,6 @@ def _runtime(ctx: ServingContext) -> dict[str, Any]:
 )
 async def capabilities(request: Request) -> dict[str, Any]:
     ctx = serving(request)
-    embeddings = getattr(request.app.state, "embeddings", None)
-    return capabilities_body(ctx, request.app.state.device, embeddings)
+    state = request.app.state
+    embeddings = getattr(state, "embeddings", None)
+    return capabilities_body(ctx, state.device, embeddings, getattr(state, "mcp", None))

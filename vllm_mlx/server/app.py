@@ -26,6 +26,8 @@ from vllm_mlx.backend.tokenizer import Tokenizer
 from vllm_mlx.config import RuntimeMode, ServerConfig
 from vllm_mlx.embeddings.service import EmbeddingService, build_service
 from vllm_mlx.engine.client import EngineClient
+from vllm_mlx.mcp import routes as mcp_routes
+from vllm_mlx.mcp.types import ToolService
 from vllm_mlx.server.drain import Drain
 from vllm_mlx.server.middleware.admission import AdmissionMiddleware, Gate, queue_gate
 from vllm_mlx.server.middleware.auth import APIKeyMiddleware
@@ -56,6 +58,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     memory = MemoryMonitor(config.policy.memory, process_usage(lambda: _device_bytes(engine)))
     divergence = _divergence_monitor(config)
     embeddings = build_service(config.embedding, config.model.dtype)
+    mcp = _mcp_service(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,8 +97,10 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
             divergence.bind(_engine_probe(config, engine, tokenizer))
             tasks.append(asyncio.create_task(divergence.run(), name="divergence-monitor"))
         try:
+            await _start_mcp(mcp)  # inside: a start cut short still ends its children
             yield
         finally:
+            await _stop_mcp(mcp)  # first: its children outlive no failing engine stop
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -110,6 +115,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.state.divergence = divergence  # None when --batch-divergence-monitor is off
     app.state.drain = Drain()
     app.state.embeddings = embeddings
+    app.state.mcp = mcp  # None without --mcp-config: the MCP routes answer 503
     app.state.timeout_s = config.policy.timeout_s
     per_min = config.policy.rate_limit_per_min
     limiter = RateLimiter(per_min) if per_min > 0 else None
@@ -122,6 +128,8 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    # Documented only when served: unconfigured, every MCP route is a 503.
+    app.include_router(mcp_routes.router, include_in_schema=config.mcp is not None)
     # Innermost: a request waiting for its turn counts as in flight (and queued).
     app.add_middleware(SerializeMiddleware, active=_serialized(config, divergence))
     app.add_middleware(ConcurrencyMiddleware, counter=app.state.concurrency)
@@ -144,6 +152,38 @@ async def _start_embeddings(service: EmbeddingService) -> None:
         log.info("embeddings: %s loads on first use", service.model_id)
     else:
         log.warning("embeddings unavailable: %s", service.unavailable)
+
+
+def _mcp_service(config: ServerConfig) -> ToolService | None:
+    if config.mcp is None:
+        return None
+    from vllm_mlx.mcp.manager import MCPManager  # the MCP SDK loads only when configured
+
+    return MCPManager(config.mcp)
+
+
+async def _start_mcp(mcp: ToolService | None) -> None:
+    """Connect the MCP servers; one that fails is reported on its route, never fatal."""
+    if mcp is None:
+        return
+    try:
+        await mcp.start()
+    except Exception:
+        log.exception("MCP: start failed; its routes report each server's state")
+        return
+    states = mcp.servers()
+    connected = sum(1 for s in states if s.state == "connected")
+    # The manager has logged each failure; this line is the start-up summary.
+    log.info("MCP: %d of %d servers connected, %d tools", connected, len(states), len(mcp.tools()))
+
+
+async def _stop_mcp(mcp: ToolService | None) -> None:
+    if mcp is None:
+        return
+    try:
+        await mcp.stop()
+    except Exception:
+        log.exception("MCP: stop failed")
 
 
 def _divergence_monitor(config: ServerConfig) -> DivergenceMonitor | None:

@@ -1,0 +1,1 @@
+"""MCP tools: config, security rules and the client manager behind /v1/mcp/*."""
