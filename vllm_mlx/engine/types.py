@@ -53,6 +53,14 @@ LogitsProcessor = Callable[[list[int], Any], Any]
 LogitsProcessorFactory = Callable[[], LogitsProcessor]
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a request, fetched, decoded and checked by ``api/media.py``."""
+
+    data: bytes  # the image file as received (PNG, JPEG, WebP, GIF ...)
+    digest: str  # sha256 hex of ``data``: the vision cache and the KV block hashes key on it
+
+
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
     """One sequence for the engine; built by ``api/requests.py`` from any protocol."""
@@ -65,6 +73,8 @@ class GenerationRequest:
     arrival_time: float = 0.0  # time.monotonic() at submission
     skip_special_tokens: bool = True  # False when a parser needs marker tokens as text
     repetition_policy: RepetitionPolicy = RepetitionPolicy.OFF  # loop detector; adapters set it
+    # In prompt order; prompt_token_ids already holds each one's expanded image tokens.
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True)
