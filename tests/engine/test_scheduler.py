@@ -621,6 +621,18 @@ def test_a_prompt_too_costly_for_any_step_still_advances() -> None:
     assert got == [MIN_CHUNK] * len(got) and 2 <= len(got) <= 4
 
 
+def test_a_lone_prompt_the_cost_model_finds_too_slow_is_prefilled_not_dropped() -> None:
+    """A slow machine (cost model: no chunk fits the idle step) must not read as a full pool."""
+    engine = FakeEngine(num_blocks=2000, cost=StepCostModel())
+    assert engine.sched.cost is not None
+    for _ in range(8):  # every chunk measured at 100 s
+        engine.sched.cost.observe_prefill([ChunkShape(0, 512)], 100.0)
+    seq = engine.add("long", [7 + i % 90 for i in range(1500)], max_new=2)
+    plan = engine.step()
+    assert not plan.overflowed
+    assert [c.length for c in plan.prefills if c.seq is seq] == [MIN_CHUNK]
+
+
 def test_a_burst_that_outnumbers_the_streams_prefills_at_once() -> None:
     """New prompts outnumbering the running streams finish in one step, over the target."""
     engine = FakeEngine(num_blocks=2000, max_running=16, cost=StepCostModel(), max_step_s=0.2)

@@ -250,7 +250,10 @@ class Scheduler(Generic[S]):
             remaining = len(seq.tokens) - 1 - seq.num_computed
             chunk = min(remaining, budget, self.token_budget)
             if seconds is not None and not self._goes_whole(seq, chunk, shapes, outnumbered):
-                chunk = self._timed_chunk(seq, chunk, shapes, seconds)
+                # A step with nothing else to run always advances a prompt: an empty plan
+                # would read as a full pool and drop the request.
+                idle = not plan.decodes and not shapes
+                chunk = self._timed_chunk(seq, chunk, shapes, seconds, idle)
             length = min(chunk, self._fits(seq.table, remaining))
             if length > 0:
                 plan.copies += self.kv.append_slots(seq.table, length)
@@ -286,15 +289,18 @@ class Scheduler(Generic[S]):
         target = self.max_step_s if self.max_step_s is not None else STEP_FACTOR * decode
         return max(0.0, target - decode)
 
-    def _timed_chunk(self, seq: S, wanted: int, planned: list[ChunkShape], seconds: float) -> int:
-        """The part of ``wanted`` that fits the step's time; nothing if that is a sliver."""
+    def _timed_chunk(
+        self, seq: S, wanted: int, planned: list[ChunkShape], seconds: float, idle: bool
+    ) -> int:
+        """The part of ``wanted`` that fits the step's time; nothing if that is a sliver
+        (unless the step would otherwise be ``idle``)."""
         assert self.cost is not None
         if wanted <= 0:
             return 0
         fits = self.cost.max_tokens(planned, seq.num_computed, wanted, seconds)
         if fits >= min(wanted, MIN_CHUNK):
             return fits
-        if self._starved.get(seq.request_id, 0) >= STARVE_STEPS:
+        if idle or self._starved.get(seq.request_id, 0) >= STARVE_STEPS:
             return min(wanted, MIN_CHUNK)
         return 0
 
