@@ -93,6 +93,7 @@ def capabilities_body(
             "/v1/embeddings",
             "/v1/messages",
             "/v1/messages/count_tokens",
+            "/v1/responses",
             "/v1/models",
             "/v1/capabilities",
             "/v1/status",

@@ -18,6 +18,7 @@ from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.context import ServingContext
 from vllm_mlx.api.errors import install_error_handlers
 from vllm_mlx.api.openai import routes as openai_routes
+from vllm_mlx.api.openai.responses import routes as responses_routes
 from vllm_mlx.api.openapi import install_openapi
 from vllm_mlx.backend.facts import model_facts
 from vllm_mlx.backend.memory import device_info
@@ -128,6 +129,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     # Documented only when served: unconfigured, every MCP route is a 503.
     app.include_router(mcp_routes.router, include_in_schema=config.mcp is not None)
     # Innermost: a request waiting for its turn counts as in flight (and queued).

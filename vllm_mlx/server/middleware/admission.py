@@ -13,11 +13,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_mlx.api.errors import APIError, ErrorType, error_response
-from vllm_mlx.server.middleware.concurrency import TRACKED_PATHS
+from vllm_mlx.server.middleware.paths import INFERENCE_PATHS
 
 Gate = Callable[[], APIError | None]
-
-ADMITTED_PATHS = TRACKED_PATHS | {"/v1/responses"}
 
 
 class AdmissionMiddleware:
@@ -26,7 +24,7 @@ class AdmissionMiddleware:
         self.gates = tuple(gates)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in ADMITTED_PATHS:
+        if scope["type"] == "http" and scope["path"] in INFERENCE_PATHS:
             for gate in self.gates:
                 error = gate()
                 if error is not None:

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-TRACKED_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/embeddings"}
-)
+from vllm_mlx.server.middleware.paths import INFERENCE_PATHS
 
 
 @dataclass
@@ -25,7 +23,7 @@ class ConcurrencyMiddleware:
         self.counter = counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in TRACKED_PATHS:
+        if scope["type"] != "http" or scope["path"] not in INFERENCE_PATHS:
             await self.app(scope, receive, send)
             return
         self.counter.active += 1

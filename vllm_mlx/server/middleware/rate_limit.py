@@ -19,19 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_mlx.api.errors import APIError, ErrorType, error_response
 from vllm_mlx.server.middleware.auth import sent_keys
-
-# Inference routes; /health and every other route never count.
-LIMITED_PATHS = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/embeddings",
-        "/v1/responses",
-        "/v1/mcp/execute",
-    }
-)
+from vllm_mlx.server.middleware.paths import RATE_LIMITED_PATHS
 
 
 class RateLimiter:
@@ -73,7 +61,7 @@ class RateLimitMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in LIMITED_PATHS:
+        if scope["type"] != "http" or scope["path"] not in RATE_LIMITED_PATHS:
             await self.app(scope, receive, send)
             return
         retry_after = self.limiter.admit(client_id(scope))

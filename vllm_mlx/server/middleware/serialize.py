@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vllm_mlx.server.middleware.concurrency import TRACKED_PATHS
+from vllm_mlx.server.middleware.paths import INFERENCE_PATHS
 
 
 class SerializeMiddleware:
@@ -25,7 +25,7 @@ class SerializeMiddleware:
         self._turn = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in TRACKED_PATHS or not self.active():
+        if scope["type"] != "http" or scope["path"] not in INFERENCE_PATHS or not self.active():
             await self.app(scope, receive, send)
             return
         async with self._turn:  # held through the whole response, not just its headers
