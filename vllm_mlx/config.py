@@ -23,6 +23,8 @@ class ModelConfig:
     model: str | None  # path, .gguf file, HF repo id, or None for the embedded default
     dtype: DType = DType.AUTO  # weight dtype policy
     served_name: str | None = None  # id shown by /v1/models (defaults to the resolved id)
+    # Vision-tower outputs kept for repeated images (--mllm-vision-cache-size); 0: off.
+    vision_cache_size: int = 100
 
 
 class CacheStrategy(StrEnum):
@@ -116,6 +118,8 @@ class PolicyConfig:
     shutdown_timeout_s: float = 30.0  # grace for running requests on SIGTERM / SIGINT
     deterministic: bool = False  # greedy sampling, simple runtime, one tracked request at a time
     divergence: DivergenceConfig = DivergenceConfig()
+    # Image URLs may name loopback/private hosts (trusted networks and tests only).
+    allow_local_image_urls: bool = False
 
 
 @dataclass(frozen=True)

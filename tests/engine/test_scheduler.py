@@ -41,6 +41,10 @@ class FakeSeq:
         self.max_new = max_new
 
     @property
+    def cache_keys(self) -> list[int]:  # no images: the prefix cache sees the tokens
+        return self.tokens
+
+    @property
     def output(self) -> list[int]:
         return self.tokens[len(self.prompt) :]
 

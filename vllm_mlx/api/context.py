@@ -15,6 +15,7 @@ from vllm_mlx.api.constraints import ConstraintBuilder
 from vllm_mlx.api.errors import APIError, ErrorType, InvalidRequest, ModelNotFound
 from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import Tokenizer
+from vllm_mlx.backend.vision import VisionPrompter
 from vllm_mlx.config import AgentConfig, EngineConfig, PolicyConfig
 from vllm_mlx.engine.client import EngineClient
 
@@ -75,6 +76,7 @@ class ServingContext:
     divergence: DivergenceView | None = None  # None: --batch-divergence-monitor is off
     longest_token_chars: int | None = None  # the vocabulary's; None: no check before tokenizing
     model_sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # the model's
+    vision: VisionPrompter | None = None  # chats with images → token ids; None: text-only model
 
     @property
     def context_length(self) -> int:

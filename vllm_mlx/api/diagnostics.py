@@ -14,7 +14,7 @@ Asked for with ``include_diagnostics: true`` (level ``basic``) or any
       "cached_tokens": 0,
       "generated_tokens": 8,
       "cache_hit_type": "miss",                # exact, supersequence, prefix, lcp or miss
-      "visual_inputs": 0,                      # image parts (none until vision lands)
+      "visual_inputs": 0,                      # image parts of the request
       "memory": {...},                         # only when max_tokens was cut under pressure
       "runtime": {                             # deep only: the state the request ran in
         "mode": "batched",

@@ -17,6 +17,7 @@ from vllm_mlx.engine.types import (
     Finished,
     FinishReason,
     GenerationRequest,
+    ImageInput,
     LogitsProcessorFactory,
     TokenDelta,
     TokenLogprob,
@@ -32,6 +33,7 @@ class PreparedPrompt:
     logits_processors: tuple[LogitsProcessorFactory, ...] = ()
     output: Callable[[], OutputProcessor] = OutputProcessor
     skip_special_tokens: bool = True
+    images: tuple[ImageInput, ...] = ()  # in prompt order; every sequence of the prompt gets them
 
 
 def prepared_chat(

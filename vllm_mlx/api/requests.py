@@ -96,6 +96,7 @@ def generation_requests(
                     arrival_time=now,
                     skip_special_tokens=prepared.skip_special_tokens,
                     repetition_policy=mode,
+                    images=prepared.images,
                 )
             )
     return out

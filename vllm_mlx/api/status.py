@@ -68,6 +68,7 @@ async def status(request: Request) -> dict[str, Any]:
             "blocks_used": stats.cache.blocks_used,
             "blocks_free": stats.cache.blocks_free,
             "blocks_cached": stats.cache.blocks_cached,
+            "vision": _vision_cache(stats),
         },
         "runtime": {
             "mode": stats.mode,
@@ -98,6 +99,22 @@ async def status(request: Request) -> dict[str, Any]:
             }
             for r in stats.requests
         ],
+    }
+
+
+def _vision_cache(stats: EngineStats) -> dict[str, Any] | None:
+    """The vision-tower output cache of a vision model; None for a text model."""
+    vision = stats.vision_cache
+    if vision is None:
+        return None
+    lookups = vision.hits + vision.misses
+    return {
+        "enabled": vision.enabled,
+        "capacity": vision.capacity,
+        "entries": vision.entries,
+        "hits": vision.hits,
+        "misses": vision.misses,
+        "hit_rate": round(vision.hits / lookups, 4) if lookups else 0.0,
     }
 
 

@@ -86,7 +86,12 @@ def capabilities_body(
         "object": "capabilities",
         "model": ctx.model_id,
         "device": device,
-        "modalities": {"text": True, "image": False, "audio": False, "video": False},
+        "modalities": {
+            "text": True,
+            "image": ctx.vision is not None,
+            "audio": False,
+            "video": False,
+        },
         "endpoints": [
             "/v1/chat/completions",
             "/v1/completions",

@@ -17,14 +17,18 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from vllm_mlx.backend.blas import preload_blas
 from vllm_mlx.backend.errors import LoaderError, ModelNotFoundError
 from vllm_mlx.backend.facts import generation_eos_ids
 from vllm_mlx.backend.model import LoadedModel, SamplingDefaults
 from vllm_mlx.backend.paths import EMBEDDED_REQUIREMENT, embedded_gguf, gguf_import_dir
+from vllm_mlx.backend.vision import VISION_EXTRA_HINT, is_vision_config
 from vllm_mlx.config import ModelConfig
+
+if TYPE_CHECKING:
+    from vllm_mlx.backend.vlm_loader import LoadedVLM
 
 logger = logging.getLogger(__name__)
 
@@ -184,16 +188,23 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     from vllm_mlx.backend.dtype import apply_dtype, choose_dtype, describe_dtype
 
+    vlm = _load_vlm(path, cfg) if is_vision_config(_read_config(path)) else None
     try:
-        parts = mlx_load(str(path), return_config=True)
-        model, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", parts)
+        if vlm is not None:
+            model, tokenizer, config = vlm.language_model, vlm.tokenizer, vlm.config
+        else:
+            parts = mlx_load(str(path), return_config=True)
+            model, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", parts)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         # mx.load raises RuntimeError on corrupt weights, ModelArgs TypeError on bad configs.
         raise LoaderError(f"cannot load the model at {path}: {exc}") from exc
     device_is_gpu = mx.default_device().type == mx.gpu
     fast_blas = not blas.startswith("reference")
-    apply_dtype(model, choose_dtype(cfg.dtype, device_is_gpu, model, fast_blas=fast_blas))
+    dtype = choose_dtype(cfg.dtype, device_is_gpu, model, fast_blas=fast_blas)
+    apply_dtype(vlm.model if vlm is not None else model, dtype)
     loaded = LoadedModel(
+        vision=vlm.vision if vlm is not None else None,
+        prompter=vlm.prompter if vlm is not None else None,
         model=model,
         tokenizer=tokenizer,
         model_id=cfg.served_name or model_id,
@@ -219,6 +230,31 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if loaded.sampling != SamplingDefaults():
         logger.info("the model's sampling defaults: %s", loaded.sampling)
     return loaded
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LoaderError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    return config if isinstance(config, dict) else {}
+
+
+def _load_vlm(path: Path, cfg: ModelConfig) -> LoadedVLM:
+    """A vision-language model through mlx-vlm (the optional ``vision`` extra)."""
+    try:
+        import mlx_vlm  # noqa: F401
+    except ImportError as exc:
+        raise LoaderError(
+            f"{path.name} is a vision-language model; serving it needs mlx-vlm: "
+            + VISION_EXTRA_HINT
+        ) from exc
+    from vllm_mlx.backend.vlm_loader import load_vlm
+
+    try:
+        return load_vlm(path, cfg.vision_cache_size)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+        raise LoaderError(f"cannot load the vision model at {path}: {exc}") from exc
 
 
 def context_length(config: dict[str, Any], tokenizer: Any = None) -> int:

@@ -1,10 +1,16 @@
-"""What the loader hands to the engine: a ready mlx-lm model and its tokenizer."""
+"""What the loader hands to the engine: a ready mlx-lm model and its tokenizer.
+
+A vision-language model comes with its vision part (``vision``), built on mlx-vlm.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vllm_mlx.backend.vision import VisionModel, VisionPrompter
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,10 @@ class LoadedModel:
     blas: str  # BLAS that backs fp32 matmul on CPU ("openblas", "reference", "n/a")
     device: str  # "cpu" or "gpu"
     sampling: SamplingDefaults = SamplingDefaults()  # generation_config.json or model card
+    # A vision-language model's tower, processor and vision cache; ``model`` is then its
+    # language model, paged like any text model. None: a text-only model.
+    vision: VisionModel | None = None
+    prompter: VisionPrompter | None = None  # the api's door to the same processor
 
     @property
     def vocab_size(self) -> int:

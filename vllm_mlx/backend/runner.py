@@ -1,4 +1,5 @@
-"""Forward passes of an mlx-lm model over paged KV. The engine's only door to mlx-lm."""
+"""Forward passes of an mlx-lm model (or a VLM's language model) over paged KV. The engine's
+only door to the model: a vision model's image features are merged here at prefill."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from vllm_mlx.backend.paged import (
     padded_prefill_layout,
     slot_layout,
 )
+from vllm_mlx.backend.vision import PromptMedia
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class PrefillSpan(NamedTuple):
     token_ids: Sequence[int]
     block_table: Sequence[int]
     start: int
+    media: PromptMedia | None = None  # the prompt's images (a vision model's sequence)
 
 
 def _padding_groups(chunks: Sequence[PrefillSpan]) -> list[list[PrefillSpan]]:
@@ -75,8 +78,9 @@ class ModelRunner:
         self.block_size = block_size
         self.storage = PagedKVStorage(len(caches), block_size)
         self.vocab_size = loaded.vocab_size
-        if loaded.device == "cpu":
-            self._fuse_decode_ops()
+        self.vision = loaded.vision  # None: a text model, called the mlx-lm way
+        if loaded.device == "cpu" and self.vision is None:
+            self._fuse_decode_ops()  # mlx-vlm's modules are not the mlx-lm ones it swaps
 
     def bytes_per_token(self) -> int:
         """KV bytes one token takes across all layers (creates the pools)."""
@@ -85,11 +89,18 @@ class ModelRunner:
         per_slot = self.storage.nbytes() // (self.storage.capacity_blocks * self.block_size)
         return max(1, per_slot)
 
-    def prefill(self, token_ids: Sequence[int], block_table: Sequence[int], start: int) -> None:
+    def prefill(
+        self,
+        token_ids: Sequence[int],
+        block_table: Sequence[int],
+        start: int,
+        media: PromptMedia | None = None,
+    ) -> None:
         """Write KV for tokens at positions [start, start + len); no logits."""
         self.storage.flush_slots()  # a prefix it reads may hold decoded tokens
         layout = build_layout([block_table], [start], len(token_ids), self.block_size)
-        self._forward(mx.array([list(token_ids)], dtype=mx.int32), layout)
+        tokens = mx.array([list(token_ids)], dtype=mx.int32)
+        self._forward(tokens, layout, [(start, media)])
         mx.eval(self.storage.state())
 
     def prefill_batch(self, chunks: Sequence[PrefillSpan]) -> None:
@@ -106,7 +117,8 @@ class ModelRunner:
             layout = padded_prefill_layout(tables, starts, lengths, self.block_size, scratch)
             longest = max(lengths)
             rows = [list(c.token_ids) + [0] * (longest - len(c.token_ids)) for c in group]
-            self._forward(mx.array(rows, dtype=mx.int32), layout)
+            media = [(c.start, c.media) for c in group]
+            self._forward(mx.array(rows, dtype=mx.int32), layout, media)
             mx.eval(self.storage.state())
 
     def decode(
@@ -115,6 +127,7 @@ class ModelRunner:
         block_tables: Sequence[Sequence[int]],
         positions: Sequence[int],
         row_keys: Sequence[Hashable] | None = None,
+        rope_deltas: Sequence[int] | None = None,
     ) -> mx.array:
         """Lazy next-token logits (B, vocab) for one new token per row.
 
@@ -122,6 +135,7 @@ class ModelRunner:
         next graph is built before they are read back. ``row_keys`` name the rows'
         sequences across steps: a sequence that decodes on keeps its dense slot
         (backend.slots) instead of gathering its context from the pool every step.
+        ``rope_deltas``: each row's M-RoPE delta (PromptMedia.rope_delta; 0 for text).
         """
         ids = tokens if isinstance(tokens, mx.array) else mx.array(list(tokens), dtype=mx.int32)
         ids = ids.astype(mx.int32)
@@ -131,11 +145,23 @@ class ModelRunner:
         if step is None:
             self.storage.flush_slots()
             layout = build_layout(block_tables, positions, 1, self.block_size)
-            return self._forward(ids[:, None], layout)[:, -1, :]
+            rope = self._decode_positions(positions, rope_deltas, None)
+            return self._forward(ids[:, None], layout, rope=rope)[:, -1, :]
         layout = slot_layout(step)
         fed = ids if step.feed is None else ids[step.feed]
-        logits = self._forward(fed[:, None], layout)[:, -1, :]
+        rope = self._decode_positions(positions, rope_deltas, step.feed)
+        logits = self._forward(fed[:, None], layout, rope=rope)[:, -1, :]
         return logits if step.back is None else logits[step.back]
+
+    def _decode_positions(
+        self, positions: Sequence[int], deltas: Sequence[int] | None, feed: mx.array | None
+    ) -> mx.array | None:
+        """M-RoPE ids of a decode step in the order rows are fed; None: 1-D RoPE."""
+        if self.vision is None or not self.vision.mrope:
+            return None
+        pos = mx.array(list(positions), dtype=mx.int32)
+        rope = self.vision.decode_positions(pos, deltas or [0] * len(positions))
+        return rope if feed is None else rope[:, feed]
 
     def limit_decode_slots(self, max_tokens: int) -> None:
         """Bound the dense decode slots (rows x columns) to ``max_tokens`` tokens of KV."""
@@ -176,6 +202,18 @@ class ModelRunner:
             time.monotonic() - start,
         )
 
-    def _forward(self, tokens: mx.array, layout: BatchLayout) -> mx.array:
-        with cpu_math_pass():
-            return self._model(tokens, cache=self.storage.layers(layout))
+    def _forward(
+        self,
+        tokens: mx.array,
+        layout: BatchLayout,
+        media: Sequence[tuple[int, PromptMedia | None]] | None = None,
+        rope: mx.array | None = None,
+    ) -> mx.array:
+        """Logits of one pass; ``media``: each prefill row's (start, images) for a VLM."""
+        if self.vision is None:
+            with cpu_math_pass():
+                return self._model(tokens, cache=self.storage.layers(layout))
+        embeds = None
+        if media is not None:
+            embeds, rope = self.vision.chunk_inputs(tokens, media)
+        return self.vision.forward(tokens, self.storage.layers(layout), embeds, rope)

@@ -23,6 +23,7 @@ import mlx.core as mx
 from vllm_mlx.backend.model import LoadedModel
 from vllm_mlx.backend.runner import ModelRunner, PrefillSpan
 from vllm_mlx.backend.tokenizer import Tokenizer
+from vllm_mlx.backend.vision import PromptMedia, VisionInputError
 from vllm_mlx.config import EngineConfig
 from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.kv_sizing import build_cache_manager
@@ -235,6 +236,9 @@ class EngineCore:
             msg = f"prompt has {n_prompt} tokens; the context holds {limit}"
             cmd.sink(EngineError(ErrorKind.INVALID_REQUEST, msg))
             return
+        media = self._prepare_media(req, cmd.sink)
+        if req.images and media is None:
+            return
         extra = [factory() for factory in req.logits_processors]
         sampler = RequestSampler(req.sampling, req.prompt_token_ids, self._runner.vocab_size, extra)
         sink = cmd.sink
@@ -246,10 +250,26 @@ class EngineCore:
             self._config.stream_interval,
             limit,
         )
+        if media is not None:
+            seq.attach_media(media)
         seq.running_at_admission = len(self._scheduler.running)
         seq.waiting_at_admission = len(self._scheduler.waiting)
         self._scheduler.add(seq)
         self._counters.refresh_soon()  # a new request shows in /v1/status after this step
+
+    def _prepare_media(self, req: GenerationRequest, sink: EventSink) -> PromptMedia | None:
+        """The images' features (through the vision cache), or None after an error event."""
+        if not req.images:
+            return None
+        vision = self._runner.vision
+        if vision is None:
+            sink(EngineError(ErrorKind.INVALID_REQUEST, "the loaded model does not take images"))
+            return None
+        try:
+            return vision.prepare(req.prompt_token_ids, req.images)
+        except VisionInputError as exc:
+            sink(EngineError(ErrorKind.INVALID_REQUEST, str(exc)))
+            return None
 
     @property
     def _context_length(self) -> int:
@@ -322,7 +342,7 @@ class EngineCore:
             table = chunk.seq.table
             assert table is not None
             tokens = chunk.seq.tokens[chunk.start : chunk.start + chunk.length]
-            spans.append(PrefillSpan(tokens, table.block_ids, chunk.start))
+            spans.append(PrefillSpan(tokens, table.block_ids, chunk.start, chunk.seq.media))
         if spans:
             start = time.perf_counter()
             self._runner.prefill_batch(spans)
@@ -332,7 +352,7 @@ class EngineCore:
             seq, end = chunk.seq, chunk.start + chunk.length
             assert seq.table is not None
             seq.num_computed = end
-            self._kv.commit(seq.table, seq.tokens[:end], len(seq.prompt))
+            self._kv.commit(seq.table, seq.cache_keys[:end], len(seq.prompt))
         if plan.decodes:
             self._decode(plan.decodes)
 
@@ -353,7 +373,8 @@ class EngineCore:
             for seq in rows
         ]
         keys = [seq.request_id for seq in rows]
-        logits = self._runner.decode(mx.concatenate(feed), tables, positions, keys)
+        deltas = [seq.media.rope_delta if seq.media is not None else 0 for seq in rows]
+        logits = self._runner.decode(mx.concatenate(feed), tables, positions, keys, deltas)
         outs = sample_rows([seq.sampler for seq in rows], logits, [seq.output_ids for seq in rows])
         for seq in rows:
             if seq.pending is not None:
@@ -377,7 +398,7 @@ class EngineCore:
         assert out is not None
         if seq.table is not None:  # a preempted sequence recomputes instead
             seq.num_computed = len(seq.tokens)
-            self._kv.commit(seq.table, seq.tokens, len(seq.prompt))
+            self._kv.commit(seq.table, seq.cache_keys, len(seq.prompt))
         token = _read_back(out)  # waits for the pass in flight
         if self._last_pass is not None:  # the first read-back times the pass for the scheduler
             last, self._last_pass = self._last_pass, None
@@ -439,6 +460,7 @@ class EngineCore:
             self._runner.storage.nbytes(),
             self._runtime.mode_name(self._scheduler.max_running),
             self._config.cache.strategy.value,
+            self._runner.vision.cache_stats() if self._runner.vision is not None else None,
         )
 
 

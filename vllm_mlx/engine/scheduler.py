@@ -77,6 +77,9 @@ class Schedulable(Protocol):
     @property
     def tokens(self) -> list[int]: ...
 
+    @property
+    def cache_keys(self) -> list[int]: ...  # tokens as the prefix cache sees them (images keyed)
+
 
 S = TypeVar("S", bound=Schedulable)
 
@@ -224,7 +227,7 @@ class Scheduler(Generic[S]):
         takes them out of it.
         """
         pool = self.kv.pool
-        match = self.kv.match_prefix(seq.tokens)
+        match = self.kv.match_prefix(seq.cache_keys)
         shared = sum(1 for b in match.block_ids if pool.blocks[b].ref_count > 0)
         return -(-len(seq.tokens) // self.kv.block_size) - shared
 
@@ -243,7 +246,7 @@ class Scheduler(Generic[S]):
             if seq.table is None:
                 if self._shares_pending_prefix(seq, plan):
                     continue  # start next step, when the shared blocks are cached
-                seq.table, match = self.kv.begin(seq.tokens, recompute=seq.match is not None)
+                seq.table, match = self.kv.begin(seq.cache_keys, recompute=seq.match is not None)
                 seq.num_computed = match.num_tokens
                 if seq.match is None:  # a recompute after preemption keeps the first hit
                     seq.match = match
@@ -318,15 +321,15 @@ class Scheduler(Generic[S]):
         """Tokens whose KV is cached: so far, or what a prompt not started yet will hit."""
         if seq.table is not None:
             return seq.num_computed
-        return self.kv.match_prefix(seq.tokens).num_tokens
+        return self.kv.match_prefix(seq.cache_keys).num_tokens
 
     def _shares_pending_prefix(self, seq: S, plan: StepPlan[S]) -> bool:
         """Would ``seq`` share a worthwhile prefix with a prompt this step is computing?"""
         worth = max(self.kv.block_size, self.token_budget // 4)
         for chunk in plan.prefills:
-            other = chunk.seq.tokens[: chunk.start + chunk.length]
+            other = chunk.seq.cache_keys[: chunk.start + chunk.length]
             # Blocks before the chunk are cached already; what it computes now is not.
-            if common_prefix(seq.tokens, other) - chunk.start >= worth:
+            if common_prefix(seq.cache_keys, other) - chunk.start >= worth:
                 return True
         return False
 

@@ -7,8 +7,10 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vllm_mlx.engine.detokenize import IncrementalDetokenizer
+from vllm_mlx.engine.kv.image_keys import cache_keys
 from vllm_mlx.engine.kv.manager import BlockTable, PrefixMatch
 from vllm_mlx.engine.repetition import detector_for
 from vllm_mlx.engine.sampling import RequestSampler, SampleOutput
@@ -26,6 +28,9 @@ from vllm_mlx.engine.types import (
     TopLogprob,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from vllm_mlx.backend.vision import PromptMedia
 
 EventSink = Callable[[EngineEvent], None]
 
@@ -72,6 +77,10 @@ class SequenceState:
         self.match: PrefixMatch | None = None  # prefix-cache hit of the latest admission (kept)
         self.num_computed = 0  # tokens whose KV is in the cache
         self.tokens: list[int] = list(request.prompt_token_ids)  # prompt, then output
+        # What the prefix cache hashes: the tokens, with image tokens keyed by their
+        # image (engine.kv.image_keys); the very same list for a text-only prompt.
+        self.cache_keys: list[int] = self.tokens
+        self.media: PromptMedia | None = None  # a vision prompt's features, set at admission
         self.output_ids: list[int] = []
         self.pending: SampleOutput | None = None  # sampled on the device, not read back yet
         self.finished = False
@@ -98,6 +107,11 @@ class SequenceState:
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    def attach_media(self, media: PromptMedia) -> None:
+        """The prompt's images: merged at prefill, and keyed into the prefix cache."""
+        self.media = media
+        self.cache_keys = cache_keys(self.tokens, media.positions, media.spans)
 
     @property
     def prompt(self) -> tuple[int, ...]:
@@ -133,6 +147,8 @@ class SequenceState:
         tid = sampled.token_id
         self.output_ids.append(tid)
         self.tokens.append(tid)
+        if self.cache_keys is not self.tokens:
+            self.cache_keys.append(tid)
         if not params.ignore_eos and (
             tid in self._decoder.eos_token_ids or tid in params.stop_token_ids
         ):

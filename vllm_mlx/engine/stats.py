@@ -15,7 +15,13 @@ from vllm_mlx.engine.kv.manager import KVCacheManager
 from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.scheduler import Phase, Scheduler
 from vllm_mlx.engine.sequence import SequenceState
-from vllm_mlx.engine.types import CacheStats, EngineStats, RequestRecord, RequestStatus
+from vllm_mlx.engine.types import (
+    CacheStats,
+    EngineStats,
+    RequestRecord,
+    RequestStatus,
+    VisionCacheStats,
+)
 
 STATS_PERIOD_S = 0.1  # how stale /v1/status may be while requests run
 
@@ -63,6 +69,7 @@ class EngineCounters:
         storage_bytes: int,
         mode: str,
         strategy: str,
+        vision_cache: VisionCacheStats | None = None,
     ) -> None:
         """Snapshot the counters, the scheduler's queues, the KV pool and MLX memory."""
         self._published_at = time.monotonic()
@@ -93,6 +100,7 @@ class EngineCounters:
                 hit_tokens=kv.hit_tokens,
                 storage_bytes=storage_bytes,
             ),
+            vision_cache=vision_cache,
             requests=tuple(request_status(seq) for seq in scheduler.all()),
         )
         with self._lock:

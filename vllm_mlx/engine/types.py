@@ -161,6 +161,17 @@ class CacheStats:
 
 
 @dataclass(frozen=True)
+class VisionCacheStats:
+    """The vision-tower output cache of a vision model (backend.vision_cache)."""
+
+    enabled: bool  # False: --disable-mllm-vision-cache
+    capacity: int  # entries kept at most (--mllm-vision-cache-size)
+    entries: int
+    hits: int  # images served from the cache, cumulative
+    misses: int  # images run through the vision tower, cumulative
+
+
+@dataclass(frozen=True)
 class EngineStats:
     """A snapshot of engine counters for /v1/status and /metrics."""
 
@@ -177,6 +188,7 @@ class EngineStats:
     mode: str = "simple"  # runtime mode in effect: simple or batched
     repetition_interventions: dict[str, int] = field(default_factory=dict)  # loops stopped, by mode
     cache: CacheStats = field(default_factory=CacheStats)
+    vision_cache: VisionCacheStats | None = None  # None: a text-only model
     requests: tuple[RequestStatus, ...] = field(default_factory=tuple)
 
 

@@ -86,6 +86,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
             bind_host=config.host,
             longest_token_chars=tokenizer.longest_token_chars,
             model_sampling=loaded.sampling,
+            vision=loaded.prompter,
         )
         serving = app.state.serving
         server_metrics.bind(

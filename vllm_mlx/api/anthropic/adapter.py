@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vllm_mlx.api import media
 from vllm_mlx.api.anthropic.context_edits import apply_edits
 from vllm_mlx.api.anthropic.protocol import (
     CountTokensRequest,
@@ -24,9 +26,10 @@ from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
 from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
 from vllm_mlx.api.requests import RequestSpec, generation_requests
 from vllm_mlx.api.tool_prompt import render_with_tools
+from vllm_mlx.api.vision_prompt import encode_with_images, prepared_with_images
 from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
-from vllm_mlx.engine.types import GenerationRequest, LogitsProcessorFactory
+from vllm_mlx.engine.types import GenerationRequest, ImageInput, LogitsProcessorFactory
 
 # The guide's defaults for /v1/messages when neither the request, the server nor the
 # model's generation_config.json sets them.
@@ -45,45 +48,70 @@ def _system_text(system: str | list[TextBlock] | None) -> str | None:
     return "\n\n".join(b.text for b in system if not b.text.startswith(BILLING_HEADER))
 
 
-def _no_images() -> InvalidRequest:
+def _no_documents(location: str) -> InvalidRequest:
     return InvalidRequest(
-        "This model does not accept image or document input; send text content only.",
+        f"{location}: document blocks are not supported; send text or image blocks",
         param="messages",
     )
 
 
-def _tool_result_text(block: ToolResultBlock) -> str:
+def _tool_result_text(block: ToolResultBlock, location: str) -> str:
     if block.content is None or isinstance(block.content, str):
         text = block.content or ""
     else:
-        if any(isinstance(part, ImageBlock) for part in block.content):
-            raise _no_images()
+        for k, part in enumerate(block.content):
+            if isinstance(part, ImageBlock):
+                where = f"{location}.content[{k}]"
+                raise media.invalid_image(where, "images inside tool_result are not supported")
         text = "".join(part.text for part in block.content if isinstance(part, TextBlock))
     return f"Error: {text}" if block.is_error else text
 
 
-def _user_messages(message: Message) -> list[dict[str, Any]]:
-    """A user turn: tool results become tool messages, the rest one user message."""
+def _user_messages(message: Message, index: int, with_images: bool) -> list[dict[str, Any]]:
+    """A user turn: tool results become tool messages, the rest one user message.
+
+    With ``with_images`` an image block becomes ``{"type": "image"}`` in a content list;
+    without, it is a 400 (a text-only model, or no images loaded).
+    """
     if isinstance(message.content, str):
         return [{"role": "user", "content": message.content}]
     out: list[dict[str, Any]] = []
-    texts: list[str] = []
-    for block in message.content:
+    parts: list[dict[str, Any]] = []
+    for j, block in enumerate(message.content):
+        location = f"messages[{index}].content[{j}]"
         if isinstance(block, ToolResultBlock):
             out.append(
                 {
                     "role": "tool",
                     "tool_call_id": block.tool_use_id,
-                    "content": _tool_result_text(block),
+                    "content": _tool_result_text(block, location),
                 }
             )
         elif isinstance(block, TextBlock):
-            texts.append(block.text)
+            parts.append({"type": "text", "text": block.text})
         elif isinstance(block, ImageBlock):
-            raise _no_images()
-    if texts:
-        out.append({"role": "user", "content": "\n".join(texts)})
+            if block.type == "document":
+                raise _no_documents(location)
+            if not with_images:
+                raise media.no_images(location)
+            parts.append({"type": "image"})
+    if any(part["type"] == "image" for part in parts):
+        out.append({"role": "user", "content": parts})
+    elif parts:
+        out.append({"role": "user", "content": "\n".join(part["text"] for part in parts)})
     return out
+
+
+def image_sources(body: MessagesRequest | CountTokensRequest) -> list[media.ImageSource]:
+    """The image blocks of user turns, in prompt order (template_messages' order)."""
+    sources = []
+    for i, message in enumerate(body.messages):
+        if message.role != "user" or isinstance(message.content, str):
+            continue
+        for j, block in enumerate(message.content):
+            if isinstance(block, ImageBlock) and block.type == "image":
+                sources.append(media.anthropic_image(block.source, f"messages[{i}].content[{j}]"))
+    return sources
 
 
 def _assistant_message(message: Message) -> dict[str, Any]:
@@ -112,19 +140,21 @@ def _system_entry(message: Message) -> str:
     return "\n\n".join(block.text for block in message.content)  # type: ignore[union-attr]
 
 
-def template_messages(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]]:
-    """The conversation as template messages.
+def template_messages(
+    body: MessagesRequest | CountTokensRequest, with_images: bool = False
+) -> list[dict[str, Any]]:
+    """The conversation as template messages (``with_images``: see ``_user_messages``).
 
     System entries inside ``messages`` (Claude Code's environment notes) join the system
     prompt in the order they stand: templates and small models expect one system turn.
     """
     systems = [_system_text(body.system) or ""]
     turns: list[dict[str, Any]] = []
-    for message in body.messages:
+    for index, message in enumerate(body.messages):
         if message.role == "system":
             systems.append(_system_entry(message))
         elif message.role == "user":
-            turns.extend(_user_messages(message))
+            turns.extend(_user_messages(message, index, with_images))
         else:
             turns.append(_assistant_message(message))
     system = "\n\n".join(s for s in systems if s)
@@ -192,13 +222,17 @@ def thinking_plan(body: MessagesRequest | CountTokensRequest, ctx: ServingContex
     return ThinkingPlan(True if thinking is not None else None, budget)
 
 
+def _template_kwargs(body: MessagesRequest | CountTokensRequest, ctx: ServingContext) -> Any:
+    plan = thinking_plan(body, ctx)
+    return {} if plan.enabled is None else {"enable_thinking": plan.enabled}
+
+
 def render_prompt(
     body: MessagesRequest | CountTokensRequest, ctx: ServingContext
 ) -> tuple[str, ToolMode, str | None]:
     mode, forced = _tool_mode(body, ctx)
     tools = template_tools(body)
-    plan = thinking_plan(body, ctx)
-    kwargs = {} if plan.enabled is None else {"enable_thinking": plan.enabled}
+    kwargs = _template_kwargs(body, ctx)
     messages = template_messages(body)
 
     def render() -> str:
@@ -214,9 +248,36 @@ def render_prompt(
     return render(), mode, forced
 
 
-def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedPrompt:
-    """Template, tokenize, constrain and parse (CPU work: off the event loop)."""
-    text, mode, forced = render_prompt(body, ctx)
+def encode_prompt(
+    body: MessagesRequest | CountTokensRequest, ctx: ServingContext, images: Sequence[ImageInput]
+) -> tuple[list[int], ToolMode, str | None]:
+    """:func:`render_prompt` for a chat with images: prompt ids from the vision prompter."""
+    mode, forced = _tool_mode(body, ctx)
+    tools = template_tools(body)
+    kwargs = _template_kwargs(body, ctx)
+    messages = template_messages(body, with_images=True)
+
+    def where() -> list[str]:
+        return [source.location for source in image_sources(body)]
+
+    def encode() -> list[int]:
+        return encode_with_images(ctx, messages, images, where, tools, **kwargs)
+
+    messages = apply_edits(messages, body.context_management, lambda: len(encode()))
+    return encode(), mode, forced
+
+
+def prepare_messages(
+    body: MessagesRequest, ctx: ServingContext, images: Sequence[ImageInput] = ()
+) -> PreparedPrompt:
+    """Template, tokenize, constrain and parse (CPU work: off the event loop).
+
+    ``images`` are the request's (``media.load_images`` of :func:`image_sources`).
+    """
+    if images:
+        ids, mode, forced = encode_prompt(body, ctx, images)
+    else:
+        text, mode, forced = render_prompt(body, ctx)
     tools = template_tools(body)
     processors: list[LogitsProcessorFactory] = []
     if mode is ToolMode.FORCED:
@@ -224,10 +285,17 @@ def prepare_messages(body: MessagesRequest, ctx: ServingContext) -> PreparedProm
         builder = require_constraints(ctx, "tool_choice")
         processors.append(builder.tool_call(tools, forced, "tool_choice"))
     budget = thinking_plan(body, ctx).budget
+    if images:
+        return prepared_with_images(ctx, ids, images, tools, mode, processors, budget)
     return prepared_chat(ctx, text, tools, mode, processors, max_thinking_tokens=budget)
 
 
-def count_tokens(body: CountTokensRequest, ctx: ServingContext) -> int:
+def count_tokens(
+    body: CountTokensRequest, ctx: ServingContext, images: Sequence[ImageInput] = ()
+) -> int:
+    """The prompt's tokens as /v1/messages sends it, each image's expanded tokens included."""
+    if images:
+        return len(encode_prompt(body, ctx, images)[0])
     text, _, _ = render_prompt(body, ctx)
     ctx.check_text_fits(text)  # a text that cannot fit is refused, not tokenized
     return len(ctx.tokenizer.encode(text, add_special_tokens=False))

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from vllm_mlx.api import media
 from vllm_mlx.api.anthropic import adapter, render
 from vllm_mlx.api.anthropic.protocol import (
     CountTokensRequest,
@@ -36,12 +37,14 @@ async def messages(request: Request) -> Response:
     ctx = serving(request)
     body = await parse_body(request, MessagesRequest)
     ctx.check_model(body.model)
-    prepared = await asyncio.to_thread(adapter.prepare_messages, body, ctx)
+    images = await media.load_images(adapter.image_sources(body), ctx)
+    prepared = await asyncio.to_thread(adapter.prepare_messages, body, ctx, images)
     factor = ctx.max_tokens_factor()
     gen = adapter.generation_request(request_id_of(request), prepared, body, ctx, factor)
     meta = render.MessageMeta(new_id("msg_"), body.model)
     level = requested_level(body.include_diagnostics, body.diagnostics_level)
-    diagnostics = diagnostics_fn(ctx, DiagnosticsRequest(level, factor))
+    asked = DiagnosticsRequest(level, factor, visual_inputs=len(images))
+    diagnostics = diagnostics_fn(ctx, asked)
     if body.stream:
         events = render.stream_message(
             ctx.engine, gen, meta, prepared.output, ctx.policy.timeout_s, diagnostics
@@ -64,4 +67,5 @@ async def count_tokens(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     body = await parse_body(request, CountTokensRequest)
     ctx.check_model(body.model)
-    return {"input_tokens": await asyncio.to_thread(adapter.count_tokens, body, ctx)}
+    images = await media.load_images(adapter.image_sources(body), ctx)
+    return {"input_tokens": await asyncio.to_thread(adapter.count_tokens, body, ctx, images)}

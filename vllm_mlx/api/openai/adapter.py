@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from vllm_mlx.api import media
 from vllm_mlx.api.context import ServingContext, require_constraints
 from vllm_mlx.api.errors import InvalidRequest
 from vllm_mlx.api.generation import PreparedPrompt, prepared_chat
@@ -12,16 +14,19 @@ from vllm_mlx.api.openai.protocol import (
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
+    ImagePart,
+    ImageURL,
     SamplingFields,
     TextPart,
 )
 from vllm_mlx.api.output import TOOLS_UNPARSED, ToolMode
 from vllm_mlx.api.requests import RequestSpec
 from vllm_mlx.api.tool_prompt import render_with_tools
+from vllm_mlx.api.vision_prompt import encode_with_images, prepared_with_images
 from vllm_mlx.backend.model import SamplingDefaults
 from vllm_mlx.backend.tokenizer import TemplateError
 from vllm_mlx.config import RepetitionPolicy
-from vllm_mlx.engine.types import LogitsProcessorFactory
+from vllm_mlx.engine.types import ImageInput, LogitsProcessorFactory
 
 # OpenAI's defaults when neither the request, the server nor the model sets a value.
 DEFAULTS = SamplingDefaults(temperature=1.0, top_p=1.0, top_k=0)
@@ -83,27 +88,56 @@ def request_spec(
     )
 
 
-def _message_text(message: ChatMessage) -> str | None:
+def _message_content(
+    message: ChatMessage, index: int, with_images: bool
+) -> str | list[dict[str, Any]] | None:
+    """A string, or HF content parts (``{"type": "image"}`` per image) when it holds images.
+
+    Without ``with_images`` (a text-only model, or no images loaded) an image is a 400.
+    """
     if message.content is None or isinstance(message.content, str):
         return message.content
-    texts = []
-    for part in message.content:
-        if not isinstance(part, TextPart):
-            raise InvalidRequest(
-                "This model does not accept image input; send text content only.",
-                param="messages",
-                code="unsupported_modality",
-            )
-        texts.append(part.text)
-    return "".join(texts)
+    if all(isinstance(part, TextPart) for part in message.content):
+        return "".join(part.text for part in message.content)  # type: ignore[union-attr]
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(message.content):
+        if isinstance(part, TextPart):
+            parts.append({"type": "text", "text": part.text})
+            continue
+        location = f"messages[{index}].content[{j}]"
+        if message.role != "user":
+            raise media.invalid_image(location, "images are allowed in user messages only")
+        if not with_images:
+            raise media.no_images(location)
+        parts.append({"type": "image"})
+    return parts
 
 
-def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """Messages as HF chat templates expect them (tool-call arguments as objects)."""
+def image_sources(messages: list[ChatMessage]) -> list[media.ImageSource]:
+    """The image parts of user messages, in prompt order (template_messages' order)."""
+    sources = []
+    for i, message in enumerate(messages):
+        if message.role != "user" or not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if isinstance(part, ImagePart):
+                image = part.image_url
+                url = image.url if isinstance(image, ImageURL) else image
+                sources.append(media.openai_image(url, f"messages[{i}].content[{j}]"))
+    return sources
+
+
+def template_messages(
+    messages: list[ChatMessage], with_images: bool = False
+) -> list[dict[str, Any]]:
+    """Messages as HF chat templates expect them (tool-call arguments as objects).
+
+    ``with_images``: image parts become ``{"type": "image"}`` in content lists.
+    """
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for index, m in enumerate(messages):
         item: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
-        item["content"] = _message_text(m) or ""
+        item["content"] = _message_content(m, index, with_images) or ""
         if m.tool_calls:
             item["tool_calls"] = [
                 {
@@ -186,8 +220,14 @@ def _response_format(
     return constraints.json_schema(schema, "response_format")
 
 
-def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPrompt:
-    """Template, tokenize and set up constraints and parsers (CPU work: off the event loop)."""
+def prepare_chat(
+    body: ChatCompletionRequest, ctx: ServingContext, images: Sequence[ImageInput] = ()
+) -> PreparedPrompt:
+    """Template, tokenize and set up constraints and parsers (CPU work: off the event loop).
+
+    ``images`` are the request's (``media.load_images`` of :func:`image_sources`); with
+    them the model's vision prompter encodes the chat.
+    """
     mode, forced_name = _tool_mode(body, ctx)
     tools = body.tools if body.tools and body.tool_choice != "none" else None
     processors: list[LogitsProcessorFactory] = []
@@ -198,16 +238,29 @@ def prepare_chat(body: ChatCompletionRequest, ctx: ServingContext) -> PreparedPr
         )
     elif (json_format := _response_format(body, ctx)) is not None:
         processors.append(json_format)
+    kwargs = body.chat_template_kwargs or {}
+    if images:
+        ids = _encode_with_images(body, ctx, images, tools, kwargs)
+        return prepared_with_images(ctx, ids, images, tools, mode, processors)
     try:
-        text = render_with_tools(
-            ctx.tokenizer,
-            template_messages(body.messages),
-            tools,
-            **(body.chat_template_kwargs or {}),
-        )
+        text = render_with_tools(ctx.tokenizer, template_messages(body.messages), tools, **kwargs)
     except TemplateError as exc:
         raise InvalidRequest(str(exc), param="messages") from exc
     return prepared_chat(ctx, text, tools, mode, processors)
+
+
+def _encode_with_images(
+    body: ChatCompletionRequest,
+    ctx: ServingContext,
+    images: Sequence[ImageInput],
+    tools: list[dict[str, Any]] | None,
+    template_kwargs: dict[str, Any],
+) -> list[int]:
+    def locations() -> list[str]:
+        return [source.location for source in image_sources(body.messages)]
+
+    messages = template_messages(body.messages, with_images=True)
+    return encode_with_images(ctx, messages, images, locations, tools, **template_kwargs)
 
 
 def prepare_completion(body: CompletionRequest, ctx: ServingContext) -> PreparedPrompt:

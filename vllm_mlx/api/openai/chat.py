@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from vllm_mlx.api import media
 from vllm_mlx.api.context import ServingContext, new_id
 from vllm_mlx.api.diagnostics import diagnostics_fn
 from vllm_mlx.api.generation import ChoiceResult
@@ -22,15 +24,17 @@ from vllm_mlx.engine.types import GenerationRequest, TokenLogprob
 
 
 async def create(request: Request, ctx: ServingContext, body: ChatCompletionRequest) -> Response:
-    """Template and tokenize off the event loop, run the sequences, answer as OpenAI."""
+    """Load images, template and tokenize off the event loop, run, answer as OpenAI."""
     ctx.check_model(body.model)
-    prepared = await asyncio.to_thread(adapter.prepare_chat, body, ctx)
+    images = await media.load_images(adapter.image_sources(body.messages), ctx)
+    prepared = await asyncio.to_thread(adapter.prepare_chat, body, ctx, images)
     scope = common.request_scope(request, ctx, body)
     spec = adapter.chat_spec(body, ctx, scope.repetition.mode)
     gen = generation_requests(ctx, scope.request_id, prepared, spec, scope.max_tokens_factor)
     meta = ResponseMeta(new_id("chatcmpl-"), body.model, common.now())
     want_logprobs, prompts = spec.top_logprobs is not None, len(prepared.prompts)
-    diagnostics = diagnostics_fn(ctx, scope.diagnostics(body, prompts))
+    asked = replace(scope.diagnostics(body, prompts), visual_inputs=len(images))
+    diagnostics = diagnostics_fn(ctx, asked)
     opts = StreamOptions(
         body.include_usage,
         want_logprobs,

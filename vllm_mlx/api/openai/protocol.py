@@ -35,9 +35,14 @@ class TextPart(_Strict):
     text: str
 
 
+class ImageURL(_Strict):
+    url: str  # data:image/...;base64,... or http(s)://... (api/media.py reads it)
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the processor decides
+
+
 class ImagePart(_Strict):
     type: Literal["image_url", "input_image", "image"]
-    image_url: Any = None
+    image_url: ImageURL | str | None = None  # the URL object, or the URL alone
 
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]

@@ -225,6 +225,7 @@ def engine_families(model: str, stats: EngineStats) -> Iterator[Metric]:
         model,
         stats.num_preemptions,
     )
+    yield from _vision_cache_families(model, stats)
     interventions = CounterMetricFamily(
         "vllm_mlx:repetition_interventions",
         "Generations stopped by the repetition detector, by detector mode.",
@@ -234,6 +235,28 @@ def engine_families(model: str, stats: EngineStats) -> Iterator[Metric]:
     for mode, count in sorted(by_mode.items()):
         interventions.add_metric([model, mode], count)
     yield interventions
+
+
+def _vision_cache_families(model: str, stats: EngineStats) -> Iterator[Metric]:
+    """The vision-tower output cache (vision models only)."""
+    vision = stats.vision_cache
+    if vision is None:
+        return
+    yield _counter(
+        "vllm_mlx:vision_cache_hits", "Images served from the vision cache.", model, vision.hits
+    )
+    yield _counter(
+        "vllm_mlx:vision_cache_misses",
+        "Images run through the vision tower (not in the vision cache).",
+        model,
+        vision.misses,
+    )
+    yield _gauge(
+        "vllm_mlx:vision_cache_entries",
+        "Image encodings in the vision cache.",
+        model,
+        vision.entries,
+    )
 
 
 def server_families(model: str, state: object) -> Iterator[Metric]:
