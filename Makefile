@@ -8,7 +8,7 @@ SERVE_ARGS ?=
 PYTEST_ARGS ?=
 FUZZ_ARGS ?=
 
-.PHONY: serve test test-fast fuzz lint blas install dev clean
+.PHONY: serve test test-fast fuzz lint blas install dev clean e2e-webui
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,36 @@ lint: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# Open WebUI driven in headless Chromium (Debian's, through playwright's Python API)
+# against a live embedded-model server: issue 14. Not part of `test` (a large install
+# into its own venv). Output (logs, Open WebUI's data, chat.png) lands in E2E_WEBUI_OUT.
+WEBUI_VENV := .venv-webui
+WEBUI_BIN := $(WEBUI_VENV)/bin
+OPEN_WEBUI_VERSION := 0.12.4
+PLAYWRIGHT_VERSION := 1.65.3
+# sentence-transformers needs a torch; the default Linux wheel drags in CUDA (GBs).
+WEBUI_TORCH := torch==2.13.0+cpu
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+CHROMIUM ?= chromium
+E2E_WEBUI_OUT ?= build/e2e-webui
+E2E_WEBUI_ARGS ?=
+
+$(WEBUI_VENV)/.installed:
+	$(PYTHON) -m venv $(WEBUI_VENV)
+	$(WEBUI_BIN)/python -m pip install --quiet --upgrade pip
+	$(WEBUI_BIN)/python -m pip install --quiet --retries 1 --no-deps \
+		--extra-index-url $(TORCH_CPU_INDEX) '$(WEBUI_TORCH)'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(WEBUI_BIN)/python -m pip install --quiet \
+		open-webui==$(OPEN_WEBUI_VERSION) playwright==$(PLAYWRIGHT_VERSION)
+	touch $@
+
+e2e-webui: $(VENV)/.runtime $(VENV)/.embeddings blas $(WEBUI_VENV)/.installed
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium (the browser playwright drives)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(WEBUI_BIN)/python scripts/e2e_webui.py \
+		--server $(BIN)/vllm-mlx --open-webui $(WEBUI_BIN)/open-webui \
+		--chromium "$$(command -v $(CHROMIUM))" --out $(E2E_WEBUI_OUT) $(E2E_WEBUI_ARGS)
