@@ -19,6 +19,7 @@ from vllm_mlx.config import (
     DType,
     EmbeddingConfig,
     EngineConfig,
+    MCPConfig,
     MemoryAction,
     MemoryConfig,
     ModelConfig,
@@ -27,7 +28,6 @@ from vllm_mlx.config import (
     RuntimeMode,
     ServerConfig,
 )
-from vllm_mlx.mcp.types import MCPConfig
 
 
 def _positive_float(text: str) -> float:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-
-from vllm_mlx.mcp.types import MCPConfig
 
 
 class DType(StrEnum):
@@ -139,6 +138,36 @@ class EmbeddingConfig:
     model: str | None = None  # folder or HF repo id, loaded at start; None = embedded default
     max_batch_size: int = 64  # rows per encoder forward pass
     max_batch_tokens: int = 16384  # rows x padded length per encoder forward pass
+
+
+class MCPTransport(StrEnum):
+    STDIO = "stdio"
+    SSE = "sse"
+    STREAMABLE_HTTP = "streamable-http"
+
+
+@dataclass(frozen=True)
+class MCPServerSpec:
+    """One configured MCP server, validated by vllm_mlx/mcp/config.py."""
+
+    name: str
+    transport: MCPTransport
+    command: str | None = None  # stdio: the program, run without a shell
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # added to a minimal safe env
+    url: str | None = None  # sse / streamable-http
+    headers: Mapping[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    timeout_s: float | None = None  # per call; None: the config's default_timeout_s
+    allowed_tools: frozenset[str] | None = None  # None: every tool the server lists
+    blocked_tools: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class MCPConfig:
+    servers: tuple[MCPServerSpec, ...]
+    max_tool_calls: int | None = None  # per tool per minute on /v1/mcp/execute; None: no cap
+    default_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

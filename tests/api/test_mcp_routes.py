@@ -175,8 +175,11 @@ def test_not_configured_is_503(method: str, path: str) -> None:
     assert "--mcp-config" in error["message"]
 
 
-def test_summary(service: FakeService) -> None:
-    assert routes.summary(service) == {"servers": 2, "connected": 1, "tools": 1}
+def test_report(service: FakeService) -> None:
+    report = routes.MCPReport(service)
+    assert report.summary() == {"servers": 2, "connected": 1, "tools": 1}
+    assert report.tool_count() == 1 and report.endpoints == routes.ENDPOINTS
+    assert [s["name"] for s in report.servers()] == [s.name for s in service.servers()]
 
 
 def test_openapi_documents_the_routes_only_when_configured() -> None:

@@ -47,9 +47,11 @@ async def pid_of(mgr: MCPManager, server: str) -> int:
 
 
 def stdio_children() -> list[psutil.Process]:
+    """The test servers this process spawned (the SDK execs them as direct children;
+    servers other tests started run their own under another process)."""
     return [
         child
-        for child in psutil.Process().children(recursive=True)
+        for child in psutil.Process().children()
         if any("stdio_server.py" in part for part in child.cmdline())
     ]
 

@@ -15,10 +15,9 @@ from vllm_mlx.api.diagnostics import divergence_summary
 from vllm_mlx.api.errors import OpenAIErrorBody
 from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.schemas import ServerStatus
+from vllm_mlx.api.tools_report import ToolsReport
 from vllm_mlx.engine.repetition import INTERVENING_MODES
 from vllm_mlx.engine.types import EngineStats
-from vllm_mlx.mcp import routes as mcp_routes
-from vllm_mlx.mcp.types import ToolService
 
 router = APIRouter()
 
@@ -131,10 +130,8 @@ def _repetition(ctx: ServingContext, stats: EngineStats) -> dict[str, Any]:
 
 def _mcp(request: Request) -> list[dict[str, Any]] | None:
     """Each MCP server's state; None without --mcp-config."""
-    service: ToolService | None = getattr(request.app.state, "mcp", None)
-    if service is None:
-        return None
-    return [mcp_routes.server_body(state) for state in service.servers()]
+    report: ToolsReport | None = getattr(request.app.state, "tools_report", None)
+    return None if report is None else report.servers()
 
 
 def _ms(seconds: float | None) -> float | None:

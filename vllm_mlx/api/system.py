@@ -13,9 +13,8 @@ from vllm_mlx.api.openai import protocol
 from vllm_mlx.api.openapi import response_docs
 from vllm_mlx.api.requests import server_defaults
 from vllm_mlx.api.schemas import Capabilities, Health, ModelList
+from vllm_mlx.api.tools_report import ToolsReport
 from vllm_mlx.embeddings.service import EmbeddingService
-from vllm_mlx.mcp import routes as mcp_routes
-from vllm_mlx.mcp.types import ToolService
 
 router = APIRouter()
 
@@ -44,9 +43,9 @@ async def health(request: Request) -> JSONResponse:
     body = {"status": "healthy", "model_loaded": True, "model": ctx.model_id}
     if ctx.memory is not None:
         body["memory_pressure"] = ctx.memory.summary()["pressure"]
-    mcp: ToolService | None = getattr(request.app.state, "mcp", None)
+    mcp: ToolsReport | None = getattr(request.app.state, "tools_report", None)
     if mcp is not None:  # informative only: a failed MCP server leaves the server healthy
-        body["mcp"] = mcp_routes.summary(mcp)
+        body["mcp"] = mcp.summary()
     return JSONResponse(body)
 
 
@@ -75,7 +74,7 @@ def capabilities_body(
     ctx: ServingContext,
     device: dict[str, str],
     embeddings: EmbeddingService | None = None,
-    mcp: ToolService | None = None,
+    mcp: ToolsReport | None = None,
 ) -> dict[str, Any]:
     policy, engine = ctx.policy, ctx.engine_config
     sampling = server_defaults(ctx)
@@ -104,7 +103,7 @@ def capabilities_body(
             "/v1/status",
             "/health",
             "/health/diagnostics",
-            *(mcp_routes.ENDPOINTS if mcp is not None else ()),
+            *(mcp.endpoints if mcp is not None else ()),
         ],
         "features": {
             "streaming": True,
@@ -125,7 +124,7 @@ def capabilities_body(
             "strict_model_id": policy.strict_model_id,
             "deterministic": policy.deterministic,
             "mcp": mcp is not None,
-            "mcp_tools": len(mcp.tools()) if mcp is not None else 0,
+            "mcp_tools": mcp.tool_count() if mcp is not None else 0,
         },
         "diagnostics": {"levels": DIAGNOSTIC_LEVELS, "default_level": "basic"},
         "runtime": _runtime(ctx),
@@ -196,4 +195,4 @@ async def capabilities(request: Request) -> dict[str, Any]:
     ctx = serving(request)
     state = request.app.state
     embeddings = getattr(state, "embeddings", None)
-    return capabilities_body(ctx, state.device, embeddings, getattr(state, "mcp", None))
+    return capabilities_body(ctx, state.device, embeddings, getattr(state, "tools_report", None))

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vllm_mlx.backend.media import ImageInput, VisionCacheStats
 from vllm_mlx.backend.vision_cache import VisionCache
-from vllm_mlx.engine.types import ImageInput, VisionCacheStats
 
 VISION_EXTRA_HINT = "pip install 'vllm-mlx[vision]'"
 

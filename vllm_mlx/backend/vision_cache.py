@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from vllm_mlx.engine.types import VisionCacheStats
+from vllm_mlx.backend.media import VisionCacheStats
 
 V = TypeVar("V")
 

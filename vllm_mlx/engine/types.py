@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from vllm_mlx.backend.media import ImageInput, VisionCacheStats
 from vllm_mlx.config import RepetitionPolicy
 
 
@@ -51,14 +52,6 @@ class SamplingParams:
 # position; it returns new logits. Factories make a fresh, stateful one per request.
 LogitsProcessor = Callable[[list[int], Any], Any]
 LogitsProcessorFactory = Callable[[], LogitsProcessor]
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """One image of a request, fetched, decoded and checked by ``api/media.py``."""
-
-    data: bytes  # the image file as received (PNG, JPEG, WebP, GIF ...)
-    digest: str  # sha256 hex of ``data``: the vision cache and the KV block hashes key on it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,17 +151,6 @@ class CacheStats:
     query_tokens: int = 0  # prompt tokens looked up at first admission, cumulative
     hit_tokens: int = 0  # of those, tokens served from the cache, cumulative
     storage_bytes: int = 0  # MLX memory of the KV pools
-
-
-@dataclass(frozen=True)
-class VisionCacheStats:
-    """The vision-tower output cache of a vision model (backend.vision_cache)."""
-
-    enabled: bool  # False: --disable-mllm-vision-cache
-    capacity: int  # entries kept at most (--mllm-vision-cache-size)
-    entries: int
-    hits: int  # images served from the cache, cumulative
-    misses: int  # images run through the vision tower, cumulative
 
 
 @dataclass(frozen=True)

@@ -192,8 +192,22 @@ def result_body(result: ToolResult) -> dict[str, Any]:
     }
 
 
-def summary(service: ToolService) -> dict[str, int]:
-    """/health's MCP entry: servers configured, connected, and tools exposed."""
-    states = service.servers()
-    connected = sum(1 for s in states if s.state == "connected")
-    return {"servers": len(states), "connected": connected, "tools": len(service.tools())}
+class MCPReport:
+    """The MCP service as /health, /v1/status and /v1/capabilities see it
+    (``api.tools_report.ToolsReport``)."""
+
+    endpoints = ENDPOINTS
+
+    def __init__(self, service: ToolService) -> None:
+        self._service = service
+
+    def summary(self) -> dict[str, int]:
+        states = self._service.servers()
+        connected = sum(1 for s in states if s.state == "connected")
+        return {"servers": len(states), "connected": connected, "tools": self.tool_count()}
+
+    def servers(self) -> list[dict[str, Any]]:
+        return [server_body(state) for state in self._service.servers()]
+
+    def tool_count(self) -> int:
+        return len(self._service.tools())

@@ -7,40 +7,30 @@ these and never touch an SDK session.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+# The configuration values live with the rest of the config (the bottom floor);
+# the MCP package knows them by these names.
+from vllm_mlx.config import MCPConfig as MCPConfig
+from vllm_mlx.config import MCPServerSpec as ServerSpec
+from vllm_mlx.config import MCPTransport as Transport
 
-class Transport(StrEnum):
-    STDIO = "stdio"
-    SSE = "sse"
-    STREAMABLE_HTTP = "streamable-http"
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """One configured MCP server, validated (see config.py)."""
-
-    name: str
-    transport: Transport
-    command: str | None = None  # stdio: the program, run without a shell
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)  # added to a minimal safe env
-    url: str | None = None  # sse / streamable-http
-    headers: Mapping[str, str] = field(default_factory=dict)
-    enabled: bool = True
-    timeout_s: float | None = None  # per call; None: the config's default_timeout_s
-    allowed_tools: frozenset[str] | None = None  # None: every tool the server lists
-    blocked_tools: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class MCPConfig:
-    servers: tuple[ServerSpec, ...]
-    max_tool_calls: int | None = None  # per tool per minute on /v1/mcp/execute; None: no cap
-    default_timeout_s: float = 30.0
-
+__all__ = [
+    "CallLimited",
+    "InvalidArguments",
+    "MCPConfig",
+    "MCPError",
+    "ServerSpec",
+    "ServerState",
+    "ServerStateName",
+    "ServerUnavailable",
+    "ToolInfo",
+    "ToolResult",
+    "ToolService",
+    "Transport",
+    "UnknownTool",
+]
 
 ServerStateName = Literal["starting", "connected", "restarting", "failed", "disabled", "stopped"]
 

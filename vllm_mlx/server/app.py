@@ -118,6 +118,7 @@ def create_app(config: ServerConfig, load: Loader | None = None) -> FastAPI:
     app.state.drain = Drain()
     app.state.embeddings = embeddings
     app.state.mcp = mcp  # None without --mcp-config: the MCP routes answer 503
+    app.state.tools_report = None if mcp is None else mcp_routes.MCPReport(mcp)
     app.state.timeout_s = config.policy.timeout_s
     per_min = config.policy.rate_limit_per_min
     limiter = RateLimiter(per_min) if per_min > 0 else None
