@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import LaunchServer
 from tests.fixtures.server import run_server, sse_events
 
-MAX_TOKENS = 24
+MAX_TOKENS = 16  # enough to tell outputs apart; each case runs 3 x 2 times on the real model
 CONCURRENCY = 8
 
 
@@ -115,9 +115,7 @@ def test_two_processes_agree_byte_for_byte(tmp_path: Path) -> None:
             assert caps["runtime"]["mode"] == "simple", caps
             alone = _outputs(url)
             _assert_same(_outputs(url, concurrency=CONCURRENCY), alone, "8 at a time and alone")
-            if not runs:  # the second process must match the first byte for byte anyway
-                _assert_same(_outputs(url, temperature=0.0), alone, "temperature 0 and 1")
-            runs.append(alone)
+            runs.append(alone)  # temperature 0 = 1 is checked on the tiny model below
     _assert_same(runs[1], runs[0], "the two processes")
     # Meaningful output: varied prompts give varied answers, with logprobs where asked.
     assert len(set(runs[0])) == len(CASES)
