@@ -172,6 +172,7 @@ def test_a_running_request_shows_in_the_gauges(http: httpx.Client, url: str) -> 
         "model": MODEL,
         "messages": [{"role": "user", "content": "Tell me a story"}],
         "max_tokens": 2000,
+        "ignore_eos": True,  # sampled, the tiny model may otherwise end before the scrape
         "stream": True,
     }
     with http.stream("POST", "/v1/chat/completions", json=body) as resp:
