@@ -3,6 +3,7 @@ exactly the requests and tokens served (read from each response's usage)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -179,9 +180,12 @@ def test_a_running_request_shows_in_the_gauges(http: httpx.Client, url: str) -> 
         assert resp.status_code == 200
         for chunk in sse_events(resp.iter_lines()):
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                break  # a token is out: the stats published before it show the request
-        samples = scrape(http)
-        assert value(samples, "vllm:num_requests_running") == 1
+                break  # a token is out: the request runs (until the stream closes)
+        # The engine publishes its stats at most every few steps: poll for them.
+        deadline = time.monotonic() + 10
+        while value(samples := scrape(http), "vllm:num_requests_running") != 1:
+            assert time.monotonic() < deadline, "the running request never showed"
+            time.sleep(0.05)
         assert value(samples, "vllm:kv_cache_usage_perc") > 0
     wait_idle(url)  # closing the stream aborted it
     assert value(scrape(http), "vllm:request_success_total", finished_reason="abort") >= 1
