@@ -117,14 +117,7 @@ def run_engine(
 
 
 async def _collect(client: EngineClient, request: GenerationRequest) -> list[int]:
-    ids: list[int] = []
-    async for event in client.generate(request):
-        if isinstance(event, TokenDelta):
-            ids.extend(event.token_ids)
-        elif isinstance(event, EngineError):
-            raise AssertionError(event.message)
-        elif isinstance(event, Finished):
-            break
+    ids, _ = await _collect_finished(client, request)
     return ids
 
 
