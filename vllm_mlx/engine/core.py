@@ -373,7 +373,9 @@ class EngineCore:
             for seq in rows
         ]
         keys = [seq.request_id for seq in rows]
-        deltas = [seq.media.rope_delta if seq.media is not None else 0 for seq in rows]
+        deltas = None  # text models: no M-RoPE deltas to carry
+        if self._runner.vision is not None:
+            deltas = [seq.media.rope_delta if seq.media is not None else 0 for seq in rows]
         logits = self._runner.decode(mx.concatenate(feed), tables, positions, keys, deltas)
         outs = sample_rows([seq.sampler for seq in rows], logits, [seq.output_ids for seq in rows])
         for seq in rows:
