@@ -40,6 +40,9 @@ def _qkv(b: int, hq: int, hk: int, length: int, span: int) -> tuple[mx.array, ..
         (1, 6, 3, 33, 50, "causal"),  # a prefill chunk after 17 cached tokens
         (3, 4, 1, 9, 30, "bool"),  # a padded prefill batch (MQA)
         (2, 4, 2, 5, 12, "additive"),
+        (3, 6, 3, 1, 20, "additive"),  # decode with a per-query-head mask
+        (2, 4, 2, 1, 25, "causal"),  # decode: one query sees every key
+        (4, 6, 2, 1, 1600, "bool"),  # decode at a long context
     ],
 )
 def test_attention_matches_mlx(

@@ -105,6 +105,8 @@ def _attention(
     b, hq, length, dim = queries.shape
     hk, span = keys.shape[1], keys.shape[2]
     rep = hq // hk
+    if length == 1:
+        return _decode_attention(queries, keys, values, scale, mask)
     # Query heads that share a KV head broadcast over it: (B, Hk, rep, L, D) against
     # (B, Hk, 1, S, D). (Folding them into rows of one matmul is 4x slower at L = 1.)
     q = (queries * scale).reshape(b, hk, rep, length, dim)
@@ -121,6 +123,36 @@ def _attention(
     total = probs.sum(axis=-1, keepdims=True).astype(values.dtype)
     out = (probs.astype(values.dtype) @ values[:, :, None]) / total
     return out.reshape(b, hq, length, dim)
+
+
+def _decode_attention(
+    queries: mx.array,
+    keys: mx.array,
+    values: mx.array,
+    scale: float,
+    mask: mx.array | str | None,
+) -> mx.array:
+    """One query per sequence. The scores come from keys @ queries^T, (S, D) @ (D, rep)
+    per KV head: OpenBLAS keeps that shape on its small-matrix kernel at any context,
+    while (1, D) @ (D, S) leaves it past ~1,500 keys and runs 2-4x slower (16 rows at
+    2,048 keys: 355 -> 170 ms a step for 30 layers). The same dot products; only the
+    BLAS path differs. p @ v keeps the broadcast form, which has no such cliff."""
+    b, hq, _, dim = queries.shape
+    hk = keys.shape[1]
+    rep = hq // hk
+    q = (queries * scale).reshape(b, hk, rep, dim)
+    scores = (keys @ q.swapaxes(-1, -2)).swapaxes(-1, -2).astype(mx.float32)  # (B, Hk, rep, S)
+    if isinstance(mask, mx.array):
+        m = _per_kv_head(mask, hk, rep)[..., 0, :]
+        scores = mx.where(m, scores, -mx.inf) if m.dtype == mx.bool_ else scores + m
+    else:  # None, or "causal": one query sees every key
+        if mask not in (None, "causal"):
+            raise ValueError(f"unknown attention mask {mask!r}")
+        scores = mx.contiguous(scores)
+    probs = _exp_shifted(scores, mx.max(scores, axis=-1, keepdims=True))
+    total = probs.sum(axis=-1, keepdims=True).astype(values.dtype)
+    out = (probs.astype(values.dtype)[..., None, :] @ values[:, :, None]) / total[..., None]
+    return out.reshape(b, hq, 1, dim)
 
 
 def _per_kv_head(mask: mx.array, hk: int, rep: int) -> mx.array:
