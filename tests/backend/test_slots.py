@@ -181,3 +181,20 @@ def test_leaving_row_is_flushed_before_its_blocks_are_reused(loaded: LoadedModel
     gone = rows.pop("v")  # finished: its slot frees, and its tokens go to its blocks
     _step(runner, rows)
     _assert_pool_holds(loaded, runner, gone)
+
+
+def test_lone_row_uses_slots_only_when_its_blocks_are_scattered(loaded: LoadedModel) -> None:
+    """One row in consecutive blocks reads a view of the pool; in scattered blocks (a
+    prefix hit, then its own blocks) it keeps a slot instead of a gather per step."""
+    runner = ModelRunner(loaded, BLOCK)
+    runner.ensure_blocks(100)
+    rows = {"run": Row(loaded, runner, 4, list(range(10, 30)))}
+    for _ in range(6):
+        _step(runner, rows)
+    assert runner.storage.slots.num_live == 0
+    rows = {"scattered": Row(loaded, runner, 5, [1, *range(40, 80, 2)])}
+    for _ in range(6):
+        _step(runner, rows)
+    assert runner.storage.slots.num_live == 1
+    runner.prefill([5, 6, 7], [90], 0)  # another prompt: the slot flushes before it runs
+    _assert_pool_holds(loaded, runner, rows["scattered"])

@@ -103,6 +103,10 @@ def unfuse(swaps: list[Swap]) -> None:
 # Below this many attention scores per call MLX's own kernel is as fast (the
 # compiled exp's fixed cost wins nothing); a lone decode row at a few hundred tokens.
 _MIN_SCORES = 16_384
+# ... unless the keys alone pass this: MLX's q @ k^T then leaves OpenBLAS's small-matrix
+# kernel (see cpu_math._decode_attention); one row at 1,536 keys, 30 layers: 19.4 ms
+# there, 12.9 ms in ours.
+_LONG_SPAN = 1_200
 
 _in_pass = threading.local()
 
@@ -132,7 +136,12 @@ def _attention_dispatch(original: Callable[..., mx.array]) -> Callable[..., mx.a
         sinks: mx.array | None = None,
     ) -> mx.array:
         b, hq, length, _ = queries.shape
-        if _active() and sinks is None and b * hq * length * keys.shape[2] >= _MIN_SCORES:
+        span = keys.shape[2]
+        if (
+            _active()
+            and sinks is None
+            and (b * hq * length * span >= _MIN_SCORES or span > _LONG_SPAN)
+        ):
             return cpu_math.attention(queries, keys, values, scale, mask)
         return original(queries, keys, values, cache, scale, mask, sinks)
 

@@ -77,7 +77,7 @@ def build_layout(
     write_start = read_start = None
     if _consecutive(table[first : last + 1]):
         write_start = table[first] * block_size + start % block_size
-    if _consecutive(table[: last + 1]):
+    if pool_view_fits(table, end - 1, block_size):
         read_start = table[0] * block_size
     causal = "causal" if new_tokens > 1 else None
     return BatchLayout(offsets, write_slots, tables, end, causal, write_start, read_start)
@@ -107,6 +107,11 @@ def padded_prefill_layout(
     return BatchLayout(
         layout.offsets, mx.array(write, dtype=mx.int32), layout.tables, None, layout.mask
     )
+
+
+def pool_view_fits(table: Sequence[int], position: int, block_size: int) -> bool:
+    """Whether positions 0..position of a row lie in consecutive blocks (one view reads them)."""
+    return _consecutive(table[: position // block_size + 1])
 
 
 def _consecutive(block_ids: Sequence[int]) -> bool:
