@@ -101,16 +101,26 @@ def _attention(
     mask: mx.array | str | None,
 ) -> mx.array:
     """One tile. The normalisation divides the (L, D) output rather than the (L, S)
-    probabilities, which saves a pass over the scores."""
+    probabilities, which saves a pass over the scores.
+
+    One query per row (decode) takes its scores as keys @ queries^T, (S, D) @ (D, rep)
+    per KV head: OpenBLAS keeps that shape on its small-matrix kernel at any context,
+    while (1, D) @ (D, S) leaves it past ~1,500 keys and runs 2-4x slower (16 rows at
+    2,048 keys: 379 -> 217 ms a step for 30 layers). The same dot products; only the
+    BLAS path differs. p @ v keeps the broadcast form, which has no such cliff."""
     b, hq, length, dim = queries.shape
     hk, span = keys.shape[1], keys.shape[2]
     rep = hq // hk
-    if length == 1:
-        return _decode_attention(queries, keys, values, scale, mask)
     # Query heads that share a KV head broadcast over it: (B, Hk, rep, L, D) against
     # (B, Hk, 1, S, D).
     q = (queries * scale).reshape(b, hk, rep, length, dim)
-    scores = (q @ keys[:, :, None].swapaxes(-1, -2)).astype(mx.float32)
+    if length == 1:
+        scores = (keys @ q[..., 0, :].swapaxes(-1, -2)).swapaxes(-1, -2)[..., None, :]
+        if mask is None:
+            scores = mx.contiguous(scores)  # a masked copy below is contiguous already
+    else:
+        scores = q @ keys[:, :, None].swapaxes(-1, -2)
+    scores = scores.astype(mx.float32)
     if isinstance(mask, str):
         if mask != "causal":
             raise ValueError(f"unknown attention mask {mask!r}")
@@ -123,36 +133,6 @@ def _attention(
     total = probs.sum(axis=-1, keepdims=True).astype(values.dtype)
     out = (probs.astype(values.dtype) @ values[:, :, None]) / total
     return out.reshape(b, hq, length, dim)
-
-
-def _decode_attention(
-    queries: mx.array,
-    keys: mx.array,
-    values: mx.array,
-    scale: float,
-    mask: mx.array | str | None,
-) -> mx.array:
-    """One query per sequence. The scores come from keys @ queries^T, (S, D) @ (D, rep)
-    per KV head: OpenBLAS keeps that shape on its small-matrix kernel at any context,
-    while (1, D) @ (D, S) leaves it past ~1,500 keys and runs 2-4x slower (16 rows at
-    2,048 keys: 379 -> 217 ms a step for 30 layers). The same dot products; only the
-    BLAS path differs. p @ v keeps the broadcast form, which has no such cliff."""
-    b, hq, _, dim = queries.shape
-    hk = keys.shape[1]
-    rep = hq // hk
-    q = (queries * scale).reshape(b, hk, rep, dim)
-    scores = (keys @ q.swapaxes(-1, -2)).swapaxes(-1, -2).astype(mx.float32)  # (B, Hk, rep, S)
-    if isinstance(mask, mx.array):
-        m = _per_kv_head(mask, hk, rep)[..., 0, :]
-        scores = mx.where(m, scores, -mx.inf) if m.dtype == mx.bool_ else scores + m
-    else:  # None, or "causal": one query sees every key
-        if mask not in (None, "causal"):
-            raise ValueError(f"unknown attention mask {mask!r}")
-        scores = mx.contiguous(scores)
-    probs = _exp_shifted(scores, mx.max(scores, axis=-1, keepdims=True))
-    total = probs.sum(axis=-1, keepdims=True).astype(values.dtype)
-    out = (probs.astype(values.dtype)[..., None, :] @ values[:, :, None]) / total[..., None]
-    return out.reshape(b, hq, 1, dim)
 
 
 def _per_kv_head(mask: mx.array, hk: int, rep: int) -> mx.array:

@@ -104,7 +104,7 @@ def unfuse(swaps: list[Swap]) -> None:
 # compiled exp's fixed cost wins nothing); a lone decode row at a few hundred tokens.
 _MIN_SCORES = 16_384
 # ... unless the keys alone pass this: MLX's q @ k^T then leaves OpenBLAS's small-matrix
-# kernel (see cpu_math._decode_attention); one row at 1,536 keys, 30 layers: 19.4 ms
+# kernel (see cpu_math._attention); one row at 1,536 keys, 30 layers: 19.4 ms
 # there, 12.9 ms in ours.
 _LONG_SPAN = 1_200
 
