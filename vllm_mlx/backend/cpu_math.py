@@ -1,4 +1,4 @@
-"""Attention and SwiGLU for MLX's CPU backend, with an exp that is 4x faster there.
+"""Attention and SwiGLU for MLX's CPU backend, with an exp that is 8x faster there.
 
 MLX's Linux CPU build evaluates transcendental ops one scalar at a time: ``mx.exp``
 costs ~12 ns an element here, against ~0.3 ns for a multiply. Softmax over the
@@ -7,8 +7,8 @@ elements, and on this backend they are a large share of a step: 16 rows at 300
 tokens of context spend ~16 ms of a ~125 ms decode step in the attention softmax,
 and a 512-token prefill chunk over 4,000 tokens of context spends most of its time
 there. ``fast_exp`` computes exp from a range reduction and a degree-5 polynomial
-in one compiled kernel (~3 ns an element, relative error below 2e-7, i.e. about
-one float32 rounding), and the functions below use it where mlx-lm's would call
+in a few fused kernels (~1.5 ns an element, relative error below 3e-7, about two
+float32 roundings), and the functions below use it where mlx-lm's would call
 ``mx.exp`` through ``mx.fast.scaled_dot_product_attention`` and ``nn.silu``.
 
 Only the CPU uses them (backend.fusion decides); GPU backends keep MLX's fused kernels.
@@ -19,20 +19,25 @@ from __future__ import annotations
 import mlx.core as mx
 
 _LOG2E = 1.4426950408889634
-# 2^f on [0, 1): minimax coefficients, highest degree first.
-_EXP2_POLY = (1.8775767e-3, 8.9893397e-3, 5.5826318e-2, 2.4015361e-1, 6.9315308e-1, 9.9999994e-1)
+# 2^f on [-1/2, 1/2]: minimax coefficients for relative error, c5 (highest degree) first.
+_EXP2_POLY = (1.3276471e-3, 9.6755410e-3, 5.5507131e-2, 2.4022120e-1, 6.9314694e-1, 1.0000001)
+# t + 1.5 * 2^23 - 1.5 * 2^23 rounds |t| < 2^22 to the nearest integer in two adds that
+# fuse into the kernel; mx.floor runs as a separate op calling libm per element here.
+_ROUND = 12582912.0
 
 
 def _exp(x: mx.array) -> mx.array:
-    # exp(x) = 2^t = 2^n * 2^f with n = floor(t), f = t - n in [0, 1); 2^n is built
+    # exp(x) = 2^t = 2^n * 2^f with n = round(t), f = t - n in [-1/2, 1/2]; 2^n is built
     # from its float32 bits. t is clamped to the normal range: exp underflows to ~1e-38
-    # (not 0) and overflows to ~1.7e38 (not inf), harmless in the uses below.
+    # (not 0) and overflows to ~1.7e38 (not inf), harmless in the uses below. The
+    # polynomial is evaluated in Estrin's form: its independent halves run in parallel
+    # (1.7x faster than Horner's chain here) and its depth stays within one fused kernel.
     t = mx.clip(x * _LOG2E, -126.0, 127.0)
-    n = mx.floor(t)
+    n = (t + _ROUND) - _ROUND
     f = t - n
-    p = mx.array(_EXP2_POLY[0], dtype=mx.float32)
-    for c in _EXP2_POLY[1:]:
-        p = p * f + c
+    c5, c4, c3, c2, c1, c0 = _EXP2_POLY
+    f2 = f * f
+    p = (c0 + c1 * f) + f2 * ((c2 + c3 * f) + f2 * (c4 + c5 * f))
     return p * mx.view((n.astype(mx.int32) + 127) << 23, mx.float32)
 
 
