@@ -19,14 +19,35 @@ from vllm_mlx.config import ModelConfig
 
 
 @pytest.mark.parametrize("rows", [1, 3])
-def test_compiled_rope_matches_plain_rope(rows: int) -> None:
-    plain = nn.RoPE(16, traditional=False, base=10000.0)
-    fused = DecodeRoPE(16, traditional=False, base=10000.0)
-    x = mx.random.normal((rows, 4, 1, 16), key=mx.random.key(rows))
-    offsets = mx.array([3 + 11 * r for r in range(rows)])
-    assert mx.allclose(fused(x, offsets), plain(x, offset=offsets), atol=1e-6).item()
+@pytest.mark.parametrize(
+    ("dims", "traditional", "scale", "dtype"),
+    [
+        (16, False, 1.0, mx.float32),
+        (16, True, 1.0, mx.float32),
+        (8, False, 0.5, mx.float32),  # partial rotary dims, scaled positions
+        (8, True, 1.0, mx.bfloat16),
+    ],
+)
+def test_decode_rope_equals_plain_rope_bit_for_bit(
+    rows: int, dims: int, traditional: bool, scale: float, dtype: mx.Dtype
+) -> None:
+    plain = nn.RoPE(dims, traditional=traditional, base=10000.0, scale=scale)
+    fused = DecodeRoPE(dims, traditional=traditional, base=10000.0, scale=scale)
+    offsets = mx.array([3 + 1011 * r for r in range(rows)])
+    for heads in (4, 2):  # queries, then keys: one cos/sin table serves both
+        x = mx.random.normal((rows, heads, 1, 16), key=mx.random.key(rows + heads)).astype(dtype)
+        assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
     prompt = mx.random.normal((1, 4, 5, 16), key=mx.random.key(7))  # prefill: plain path
     assert mx.array_equal(fused(prompt, 2), plain(prompt, offset=2)).item()
+
+
+def test_decode_rope_tables_follow_the_offsets() -> None:
+    plain = nn.RoPE(16, traditional=False, base=10000.0)
+    fused = DecodeRoPE(16, traditional=False, base=10000.0)
+    x = mx.random.normal((2, 4, 1, 16), key=mx.random.key(3))
+    for step in range(3):  # a new offsets array each step: a new table
+        offsets = mx.array([5 + step, 40 + step])
+        assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 32), (3, 1, 32), (1, 6, 32)])

@@ -42,13 +42,59 @@ def _rms_norm(eps: float) -> Callable[[mx.array, mx.array], mx.array]:
 
 
 @functools.cache
-def _rope(
-    dims: int, traditional: bool, base: float | None, scale: float
-) -> Callable[[mx.array, mx.array], mx.array]:
-    def rope(x: mx.array, offset: mx.array) -> mx.array:
-        return mx.fast.rope(x, dims, traditional=traditional, base=base, scale=scale, offset=offset)
+def _rotate(dims: int, traditional: bool) -> Callable[[mx.array, mx.array, mx.array], mx.array]:
+    """x rotated by per-row cos/sin tables, with exactly the ops of mx.fast.rope's CPU path."""
+    half = dims // 2
 
-    return mx.compile(rope)
+    def rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+        if traditional:
+            x1, x2 = x[..., 0:dims:2], x[..., 1:dims:2]
+            pairs = mx.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+            out = pairs.reshape(*x.shape[:-1], dims)
+        else:
+            x1, x2 = x[..., :half], x[..., half:dims]
+            out = mx.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+        if dims < x.shape[-1]:
+            out = mx.concatenate([out, x[..., dims:]], axis=-1)
+        return out
+
+    return mx.compile(rotate)
+
+
+class _RopeTables:
+    """cos/sin of one decode step's positions, computed once and shared by every layer.
+
+    All layers of a pass get the same offsets array (the runner's BatchLayout), so the
+    table is keyed on that object. It comes from mx.fast.rope itself, applied to a
+    vector whose first half (or even elements) is 1 and the rest 0: the rotation then
+    returns its cos and sin bit for bit, whatever formula the installed MLX uses.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[Any, ...], tuple[mx.array, mx.array, mx.array]] = {}
+
+    def get(self, rope: nn.RoPE, offset: mx.array, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
+        key = (rope.dims, rope.traditional, rope.base, rope.scale, dtype)
+        hit = self._last.get(key)
+        if hit is not None and hit[0] is offset:
+            return hit[1], hit[2]
+        dims, half = rope.dims, rope.dims // 2
+        unit = mx.zeros((dims,), dtype=dtype)
+        unit = unit.at[0:dims:2].add(1) if rope.traditional else unit.at[:half].add(1)
+        unit = mx.broadcast_to(unit, (offset.size, 1, 1, dims))
+        table = mx.fast.rope(
+            unit, dims, traditional=rope.traditional, base=rope.base, scale=rope.scale,
+            offset=offset,
+        )
+        if rope.traditional:
+            cos, sin = table[..., 0:dims:2], table[..., 1:dims:2]
+        else:
+            cos, sin = table[..., :half], table[..., half:]
+        self._last[key] = (offset, cos, sin)
+        return cos, sin
+
+
+_rope_tables = _RopeTables()
 
 
 class DecodeRMSNorm(nn.RMSNorm):
@@ -61,11 +107,13 @@ class DecodeRMSNorm(nn.RMSNorm):
 
 
 class DecodeRoPE(nn.RoPE):
-    """RoPE whose one-token calls with per-row offsets (the paged runner's) run compiled."""
+    """RoPE whose one-token calls with per-row offsets (the paged runner's) run compiled,
+    on cos/sin tables computed once per pass (see _RopeTables)."""
 
     def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
-        if x.shape[-2] == 1 and isinstance(offset, mx.array):
-            return _rope(self.dims, self.traditional, self.base, self.scale)(x, offset)
+        if x.shape[-2] == 1 and isinstance(offset, mx.array) and self.base is not None:
+            cos, sin = _rope_tables.get(self, offset, x.dtype)
+            return _rotate(self.dims, self.traditional)(x, cos, sin)
         return super().__call__(x, offset)  # type: ignore[arg-type]  # mlx accepts arrays
 
 
