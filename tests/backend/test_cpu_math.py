@@ -43,6 +43,7 @@ def _qkv(b: int, hq: int, hk: int, length: int, span: int) -> tuple[mx.array, ..
         (3, 6, 3, 1, 20, "additive"),  # decode with a per-query-head mask
         (2, 4, 2, 1, 25, "causal"),  # decode: one query sees every key
         (4, 6, 2, 1, 1600, "bool"),  # decode at a long context
+        (2, 6, 2, 1, 5000, "bool"),  # past _FOLD_SPAN: p @ v in broadcast rows
     ],
 )
 def test_attention_matches_mlx(

@@ -98,6 +98,12 @@ def attention(
     return mx.concatenate(tiles, axis=2)
 
 
+# Decode's p @ v folds the query heads of a KV head into one (rep, S) @ (S, D) product
+# up to this many keys (1-2 % of a 16-row step at 200 keys); past ~5,000 keys that
+# shape leaves OpenBLAS's small-matrix kernel, and the broadcast (1, S) rows do not.
+_FOLD_SPAN = 4096
+
+
 def _attention(
     queries: mx.array,
     keys: mx.array,
@@ -112,7 +118,7 @@ def _attention(
     per KV head: OpenBLAS keeps that shape on its small-matrix kernel at any context,
     while (1, D) @ (D, S) leaves it past ~1,500 keys and runs 2-4x slower (16 rows at
     2,048 keys: 379 -> 217 ms a step for 30 layers). The same dot products; only the
-    BLAS path differs. p @ v keeps the broadcast form, which has no such cliff."""
+    BLAS path differs."""
     b, hq, length, dim = queries.shape
     hk, span = keys.shape[1], keys.shape[2]
     rep = hq // hk
@@ -136,7 +142,11 @@ def _attention(
         scores = mx.where(m, scores, -mx.inf) if m.dtype == mx.bool_ else scores + m
     probs = _exp_shifted(scores, mx.max(scores, axis=-1, keepdims=True))
     total = probs.sum(axis=-1, keepdims=True).astype(values.dtype)
-    out = (probs.astype(values.dtype) @ values[:, :, None]) / total
+    probs = probs.astype(values.dtype)
+    if length == 1 and span <= _FOLD_SPAN:
+        out = (probs[..., 0, :] @ values)[..., None, :] / total
+    else:
+        out = (probs @ values[:, :, None]) / total
     return out.reshape(b, hq, length, dim)
 
 
