@@ -83,7 +83,11 @@ class _RopeTables:
         unit = unit.at[0:dims:2].add(1) if rope.traditional else unit.at[:half].add(1)
         unit = mx.broadcast_to(unit, (offset.size, 1, 1, dims))
         table = mx.fast.rope(
-            unit, dims, traditional=rope.traditional, base=rope.base, scale=rope.scale,
+            unit,
+            dims,
+            traditional=rope.traditional,
+            base=rope.base,
+            scale=rope.scale,
             offset=offset,
         )
         if rope.traditional:
