@@ -6,6 +6,7 @@ forward) is tests/backend/test_paged.py.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import mlx.core as mx
@@ -13,7 +14,13 @@ import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
-from vllm_mlx.backend.fusion import DecodeRMSNorm, DecodeRoPE, fuse_decode_ops, unfuse
+from vllm_mlx.backend.fusion import (
+    DecodeRMSNorm,
+    DecodeRoPE,
+    cpu_math_pass,
+    fuse_decode_ops,
+    unfuse,
+)
 from vllm_mlx.backend.loader import load_model
 from vllm_mlx.config import ModelConfig
 
@@ -34,20 +41,30 @@ def test_decode_rope_equals_plain_rope_bit_for_bit(
     plain = nn.RoPE(dims, traditional=traditional, base=10000.0, scale=scale)
     fused = DecodeRoPE(dims, traditional=traditional, base=10000.0, scale=scale)
     offsets = mx.array([3 + 1011 * r for r in range(rows)])
-    for heads in (4, 2):  # queries, then keys: one cos/sin table serves both
-        x = mx.random.normal((rows, heads, 1, 16), key=mx.random.key(rows + heads)).astype(dtype)
-        assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
+    for in_pass in (False, True):  # compiled per call; one cos/sin table per pass
+        with cpu_math_pass() if in_pass else contextlib.nullcontext():
+            for heads in (4, 2):  # queries, then keys: one table serves both
+                x = mx.random.normal((rows, heads, 1, 16), key=mx.random.key(heads))
+                x = x.astype(dtype)
+                assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
     prompt = mx.random.normal((1, 4, 5, 16), key=mx.random.key(7))  # prefill: plain path
     assert mx.array_equal(fused(prompt, 2), plain(prompt, offset=2)).item()
 
 
-def test_decode_rope_tables_follow_the_offsets() -> None:
+def test_decode_rope_follows_offsets_advanced_in_place() -> None:
+    """mlx-lm's batched caches advance one offsets array in place (``offset += 1``):
+    outside our passes no table may outlive a call."""
     plain = nn.RoPE(16, traditional=False, base=10000.0)
     fused = DecodeRoPE(16, traditional=False, base=10000.0)
     x = mx.random.normal((2, 4, 1, 16), key=mx.random.key(3))
-    for step in range(3):  # a new offsets array each step: a new table
-        offsets = mx.array([5 + step, 40 + step])
+    offsets = mx.array([5, 40])
+    for _ in range(3):
         assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
+        offsets += 1
+    for step in range(3):  # our passes: a fresh offsets array and table each pass
+        with cpu_math_pass():
+            offsets = mx.array([5 + step, 40 + step])
+            assert mx.array_equal(fused(x, offsets), plain(x, offset=offsets)).item()
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 32), (3, 1, 32), (1, 6, 32)])

@@ -35,10 +35,22 @@ from vllm_mlx.backend import cpu_math
 
 log = logging.getLogger(__name__)
 
+_in_pass = threading.local()  # set while one of our passes builds its graph (cpu_math_pass)
+
 
 @functools.cache
 def _rms_norm(eps: float) -> Callable[[mx.array, mx.array], mx.array]:
     return mx.compile(lambda x, weight: mx.fast.rms_norm(x, weight, eps))
+
+
+@functools.cache
+def _rope(
+    dims: int, traditional: bool, base: float | None, scale: float
+) -> Callable[[mx.array, mx.array], mx.array]:
+    def rope(x: mx.array, offset: mx.array) -> mx.array:
+        return mx.fast.rope(x, dims, traditional=traditional, base=base, scale=scale, offset=offset)
+
+    return mx.compile(rope)
 
 
 @functools.cache
@@ -62,12 +74,15 @@ def _rotate(dims: int, traditional: bool) -> Callable[[mx.array, mx.array, mx.ar
 
 
 class _RopeTables:
-    """cos/sin of one decode step's positions, computed once and shared by every layer.
+    """cos/sin of one decode pass's positions, computed once and shared by every layer.
 
-    All layers of a pass get the same offsets array (the runner's BatchLayout), so the
-    table is keyed on that object. It comes from mx.fast.rope itself, applied to a
-    vector whose first half (or even elements) is 1 and the rest 0: the rotation then
-    returns its cos and sin bit for bit, whatever formula the installed MLX uses.
+    All layers of one of our passes get the same offsets array (the runner's
+    BatchLayout, built fresh for the pass), so a table is keyed on that object; the
+    tables live only as long as the pass (:func:`cpu_math_pass`), since other callers,
+    such as mlx-lm's batched caches, advance their offsets array in place. A table comes
+    from mx.fast.rope itself, applied to a vector whose first half (or even elements)
+    is 1 and the rest 0: the rotation then returns its cos and sin bit for bit,
+    whatever formula the installed MLX uses.
     """
 
     def __init__(self) -> None:
@@ -98,9 +113,6 @@ class _RopeTables:
         return cos, sin
 
 
-_rope_tables = _RopeTables()
-
-
 class DecodeRMSNorm(nn.RMSNorm):
     """RMSNorm whose one-token calls run compiled."""
 
@@ -111,13 +123,16 @@ class DecodeRMSNorm(nn.RMSNorm):
 
 
 class DecodeRoPE(nn.RoPE):
-    """RoPE whose one-token calls with per-row offsets (the paged runner's) run compiled,
+    """RoPE whose one-token calls with per-row offsets run compiled; inside our passes
     on cos/sin tables computed once per pass (see _RopeTables)."""
 
     def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
-        if x.shape[-2] == 1 and isinstance(offset, mx.array) and self.base is not None:
-            cos, sin = _rope_tables.get(self, offset, x.dtype)
-            return _rotate(self.dims, self.traditional)(x, cos, sin)
+        if x.shape[-2] == 1 and isinstance(offset, mx.array):
+            tables: _RopeTables | None = getattr(_in_pass, "rope", None)
+            if tables is not None and self.base is not None:
+                cos, sin = tables.get(self, offset, x.dtype)
+                return _rotate(self.dims, self.traditional)(x, cos, sin)
+            return _rope(self.dims, self.traditional, self.base, self.scale)(x, offset)
         return super().__call__(x, offset)  # type: ignore[arg-type]  # mlx accepts arrays
 
 
@@ -160,17 +175,16 @@ _MIN_SCORES = 16_384
 # there, 12.9 ms in ours.
 _LONG_SPAN = 1_200
 
-_in_pass = threading.local()
-
 
 @contextlib.contextmanager
 def cpu_math_pass() -> Iterator[None]:
-    """Mark the current thread as running one of our forward passes."""
-    _in_pass.active = True
+    """Mark the current thread as running one of our forward passes: attention and
+    SwiGLU go through cpu_math, and decode RoPE shares one cos/sin table per pass."""
+    _in_pass.active, _in_pass.rope = True, _RopeTables()
     try:
         yield
     finally:
-        _in_pass.active = False
+        _in_pass.active, _in_pass.rope = False, None
 
 
 def _active() -> bool:
