@@ -73,6 +73,15 @@ def _rotate(dims: int, traditional: bool) -> Callable[[mx.array, mx.array, mx.ar
     return mx.compile(rotate)
 
 
+@functools.cache
+def _unit(dims: int, traditional: bool, dtype: mx.Dtype) -> mx.array:
+    """1 where RoPE reads the first element of each pair, 0 at the second."""
+    unit = mx.zeros((dims,), dtype=dtype)
+    unit = unit.at[0:dims:2].add(1) if traditional else unit.at[: dims // 2].add(1)
+    mx.eval(unit)
+    return unit
+
+
 class _RopeTables:
     """cos/sin of one decode pass's positions, computed once and shared by every layer.
 
@@ -94,9 +103,7 @@ class _RopeTables:
         if hit is not None and hit[0] is offset:
             return hit[1], hit[2]
         dims, half = rope.dims, rope.dims // 2
-        unit = mx.zeros((dims,), dtype=dtype)
-        unit = unit.at[0:dims:2].add(1) if rope.traditional else unit.at[:half].add(1)
-        unit = mx.broadcast_to(unit, (offset.size, 1, 1, dims))
+        unit = mx.broadcast_to(_unit(dims, rope.traditional, dtype), (offset.size, 1, 1, dims))
         table = mx.fast.rope(
             unit,
             dims,
